@@ -1,0 +1,65 @@
+# inspector — the two commands are `make demo` and `make test`; everything they need
+# is installed by `make setup` (idempotent: re-running it does nothing new).
+
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.inspector-installed
+DURATION ?= 60
+PYTEST_ARGS ?=
+
+# Debian packages: redis-server for the claim-check store; GStreamer's RTSP server for
+# the simulated cameras (runs under Debian's python3-gi); chromium for the browser test.
+APT_PACKAGES := redis-server python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
+	gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-x \
+	gstreamer1.0-libav chromium libgl1
+
+.PHONY: setup system-deps venv test lint unit demo bench bench-soak model schemas clean
+
+setup: system-deps $(STAMP)
+
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing system packages:$$missing"; \
+		SUDO=""; [ "$$(id -u)" -ne 0 ] && SUDO="sudo"; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy inspector
+
+test: lint
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+unit: setup
+	$(BIN)/python -m pytest -q -m "not integration" $(PYTEST_ARGS)
+
+demo: setup
+	$(BIN)/inspector demo --duration $(DURATION)
+
+bench: setup
+	$(BIN)/python -m bench
+
+bench-soak: setup
+	$(BIN)/python -m bench --soak
+
+model: setup
+	$(BIN)/inspector train --from-scratch --out inspector/models/defects-v1
+
+schemas: setup
+	$(BIN)/inspector schemas
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-artifacts bench/results

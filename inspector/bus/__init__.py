@@ -1,0 +1,1 @@
+"""Kafka and Redis plumbing shared by every stage."""

@@ -1,0 +1,127 @@
+"""Redis: the claim-check frame store and the dedup helper.
+
+Frame bytes live under ``<prefix>:frame:<frame_id>`` with a TTL; Kafka carries only
+the key. A missing key is a *fact about the frame* (expired or never stored), which
+the worker turns into a FAULT verdict; an unreachable Redis is a *fact about the
+system*, which pauses the consumer instead.
+"""
+
+from __future__ import annotations
+
+import redis
+
+from inspector.bus.kafka import ServiceUnavailable
+from inspector.config import RedisSettings
+
+
+class ClaimExpired(Exception):
+    """The claim-check key does not exist (TTL passed, or it was never written)."""
+
+
+class StoreUnavailable(ServiceUnavailable):
+    """Redis cannot be reached."""
+
+
+def connect(settings: RedisSettings, *, check: bool = True) -> redis.Redis:
+    client = redis.Redis.from_url(
+        settings.url,
+        password=settings.password.get_secret_value() if settings.password else None,
+        socket_timeout=settings.socket_timeout_s,
+        socket_connect_timeout=settings.socket_timeout_s,
+        health_check_interval=30,
+    )
+    if check:
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            raise StoreUnavailable(
+                f"Redis unreachable at {_safe_url(settings.url)}: {exc} "
+                "(check redis.url or INSPECTOR__REDIS__URL)"
+            ) from None
+    return client
+
+
+def _safe_url(url: str) -> str:
+    # never print a password embedded in the URL
+    if "@" in url:
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+class FrameStore:
+    def __init__(self, client: redis.Redis, prefix: str, ttl_s: int) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.ttl_s = ttl_s
+
+    def key(self, frame_id: str, kind: str = "frame") -> str:
+        return f"{self.prefix}:{kind}:{frame_id}"
+
+    def put(
+        self, frame_id: str, data: bytes, *, kind: str = "frame", ttl_s: int | None = None
+    ) -> str:
+        key = self.key(frame_id, kind)
+        try:
+            self.client.set(key, data, ex=ttl_s or self.ttl_s)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"Redis write failed for {key}: {exc}") from None
+        return key
+
+    def get(self, key: str) -> bytes:
+        try:
+            data = self.client.get(key)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"Redis read failed for {key}: {exc}") from None
+        if data is None:
+            raise ClaimExpired(f"claim-check {key} has expired or was never stored")
+        assert isinstance(data, bytes)
+        return data
+
+    def get_many(self, keys: list[str]) -> list[bytes | None]:
+        """One round trip for a batch; None where the key is gone."""
+        if not keys:
+            return []
+        try:
+            values = self.client.mget(keys)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"Redis read failed: {exc}") from None
+        return list(values)  # type: ignore[arg-type]
+
+    def extend(self, key: str, ttl_s: int) -> bool:
+        """Keep evidence longer; True if the key still existed."""
+        try:
+            return bool(self.client.expire(key, ttl_s))
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"Redis expire failed for {key}: {exc}") from None
+
+
+class Dedup:
+    """SET NX with TTL: the first caller for a key wins; later callers see a duplicate."""
+
+    def __init__(self, client: redis.Redis, prefix: str, ttl_s: int) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.ttl_s = ttl_s
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}:dedup:{name}"
+
+    def claim(self, name: str, value: str = "1") -> bool:
+        try:
+            return bool(self.client.set(self.key(name), value, nx=True, ex=self.ttl_s))
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"Redis dedup failed: {exc}") from None
+
+    def seen(self, name: str) -> bool:
+        try:
+            return bool(self.client.exists(self.key(name)))
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"Redis dedup failed: {exc}") from None
+
+    def release(self, name: str) -> None:
+        """Undo a claim whose action did not complete, so a redelivery may try again."""
+        try:
+            self.client.delete(self.key(name))
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"Redis dedup failed: {exc}") from None

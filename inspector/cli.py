@@ -1,0 +1,119 @@
+"""``inspector <command>``: the single entry point for every process and tool.
+
+Each pipeline stage registers its own commands (``inspector/<stage>/commands.py``
+exposes ``register(app)``); heavy imports stay inside the commands so
+``inspector --help`` and ``config check`` start fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from inspector import __version__
+from inspector.config import ConfigError, PlantConfig, load_config
+
+app = typer.Typer(
+    name="inspector",
+    help="Kafka-native visual inspection for factory lines.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Plant configuration.", no_args_is_help=True)
+topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(topics_app, name="topics")
+
+ConfigOpt = typer.Option(..., "--config", "-c", help="Plant config YAML.", exists=False)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def load_or_exit(path: Path) -> PlantConfig:
+    """Load a config or print every problem with its field path and exit 2."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        typer.echo(f"{exc.source}: invalid configuration ({len(exc.errors)} problems)", err=True)
+        for e in exc.errors:
+            typer.echo(f"  {e}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"inspector {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Kafka-native visual inspection for factory lines."""
+
+
+@config_app.command("check")
+def config_check(path: Path = typer.Argument(..., help="Plant config YAML.")) -> None:
+    """Validate a plant config; print every error with its field path."""
+    cfg = load_or_exit(path)
+    cams = sum(len(ln.cameras) for ln in cfg.lines)
+    typer.echo(
+        f"{path}: OK — plant {cfg.plant!r}, {len(cfg.lines)} lines, {cams} cameras, "
+        f"{len(cfg.workflows)} workflows, model {cfg.worker.model!r}"
+    )
+
+
+@topics_app.command("create")
+def topics_create(config: Path = ConfigOpt) -> None:
+    """Create the plant's topics (missing ones only)."""
+    from inspector.bus.kafka import ServiceUnavailable, check_broker, ensure_topics
+
+    cfg = load_or_exit(config)
+    try:
+        check_broker(cfg.kafka)
+        created = ensure_topics(cfg.kafka, cfg.topics)
+    except ServiceUnavailable as exc:
+        raise fail(str(exc), 1) from None
+    for t in cfg.topics.all():
+        typer.echo(f"{'created' if t in created else 'exists '}  {t}")
+
+
+@app.command("schemas")
+def schemas(
+    out: Path = typer.Option(
+        Path(__file__).parent / "schemas", "--out", help="Directory for the JSON Schema files."
+    ),
+    check: bool = typer.Option(False, "--check", help="Exit 1 if the files differ."),
+) -> None:
+    """Write (or check) the JSON Schema of every event payload."""
+    from inspector.schemas import write_schemas
+
+    stale = write_schemas(out, check=check)
+    if check and stale:
+        raise fail(f"schemas out of date: {', '.join(stale)}; run `inspector schemas`", 1)
+    typer.echo(f"{'checked' if check else 'wrote'} schemas in {out}")
+
+
+def _register_stages() -> None:
+    import importlib
+
+    for mod in STAGE_COMMANDS:
+        importlib.import_module(mod).register(app)
+
+
+# One line per stage; each module defines register(app: typer.Typer).
+STAGE_COMMANDS: list[str] = []
+
+_register_stages()
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,658 @@
+"""Plant configuration: strict, typed, loaded from YAML with environment overrides.
+
+Every model forbids unknown keys, so a typo in a plant file is an error at start-up
+rather than a silently ignored setting at 3 a.m.
+
+Environment overrides: ``INSPECTOR__KAFKA__BOOTSTRAP_SERVERS=host:9092`` sets
+``kafka.bootstrap_servers`` (``__`` separates levels; list items are addressed by
+index, e.g. ``INSPECTOR__LINES__0__CAMERAS__1__URL``). Values are parsed as YAML
+scalars. Inside the YAML, ``${NAME}`` and ``${NAME:-default}`` are replaced from the
+environment, which is how secrets stay out of files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+ENV_PREFIX = "INSPECTOR__"
+Identifier = Annotated[
+    str,
+    Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", title="Identifier", description="lower-case id"),
+]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+# --------------------------------------------------------------------------- Kafka
+
+
+class KafkaSettings(Strict):
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092", title="Bootstrap servers", min_length=3, max_length=2000
+    )
+    client_id: str = Field("inspector", title="Client id prefix", min_length=1, max_length=100)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", title="Security protocol"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = (
+        Field(None, title="SASL mechanism")
+    )
+    sasl_username: str | None = Field(None, title="SASL username", max_length=500)
+    sasl_password: SecretStr | None = Field(None, title="SASL password")
+    ssl_ca_location: str | None = Field(None, title="CA bundle path", max_length=1000)
+    ssl_certificate_location: str | None = Field(None, title="Client cert path", max_length=1000)
+    ssl_key_location: str | None = Field(None, title="Client key path", max_length=1000)
+    ssl_key_password: SecretStr | None = Field(None, title="Client key password")
+    session_timeout_ms: int = Field(10000, title="Consumer session timeout", ge=1000, le=300000)
+    heartbeat_interval_ms: int = Field(2000, title="Consumer heartbeat", ge=100, le=60000)
+    message_max_bytes: int = Field(
+        1_000_000,
+        title="Largest message we produce or accept",
+        description="Kept at Kafka's default so a default-configured broker accepts our frames.",
+        ge=65_536,
+        le=64_000_000,
+    )
+    replication_factor: int = Field(1, title="Replication factor for created topics", ge=1, le=7)
+    extra: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        title="Raw librdkafka properties",
+        description="Escape hatch for properties not modelled here; applied last.",
+    )
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
+            raise ValueError("sasl_mechanism is required when security_protocol is SASL_*")
+        if self.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512") and (
+            self.sasl_username is None or self.sasl_password is None
+        ):
+            raise ValueError(
+                f"sasl_username and sasl_password are required for {self.sasl_mechanism}"
+            )
+        if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
+            raise ValueError("heartbeat_interval_ms must be at most a third of session_timeout_ms")
+        return self
+
+
+class TopicSettings(Strict):
+    prefix: str = Field("inspector", title="Topic prefix", pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    partitions: int = Field(6, title="Partitions for created topics", ge=1, le=1024)
+
+    def name(self, kind: str) -> str:
+        return f"{self.prefix}.{kind}"
+
+    @property
+    def frames(self) -> str:
+        return self.name("frames")
+
+    @property
+    def verdicts(self) -> str:
+        return self.name("verdicts")
+
+    @property
+    def defects(self) -> str:
+        return self.name("defects")
+
+    @property
+    def camera_status(self) -> str:
+        return self.name("camera-status")
+
+    @property
+    def triggers(self) -> str:
+        return self.name("part-triggers")
+
+    @property
+    def actions(self) -> str:
+        return self.name("actions")
+
+    @property
+    def line_commands(self) -> str:
+        return self.name("line-commands")
+
+    @property
+    def notifications(self) -> str:
+        return self.name("notifications")
+
+    @property
+    def dlq(self) -> str:
+        return self.name("dlq")
+
+    def all(self) -> list[str]:
+        return [
+            self.frames,
+            self.verdicts,
+            self.defects,
+            self.camera_status,
+            self.triggers,
+            self.actions,
+            self.line_commands,
+            self.notifications,
+            self.dlq,
+        ]
+
+
+# --------------------------------------------------------------------------- Redis
+
+
+class RedisSettings(Strict):
+    url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        title="Redis URL",
+        pattern=r"^(redis|rediss|unix)://",
+        max_length=1000,
+    )
+    password: SecretStr | None = Field(None, title="Redis password")
+    key_prefix: str = Field("inspector", title="Key prefix", pattern=r"^[A-Za-z0-9._:-]{1,64}$")
+    socket_timeout_s: float = Field(2.0, title="Socket timeout", gt=0, le=60)
+
+
+# --------------------------------------------------------------------------- frames
+
+
+class FrameSettings(Strict):
+    transport: Literal["claim_check", "inline"] = Field(
+        "claim_check",
+        title="Frame transport",
+        description="claim_check: JPEG in Redis, reference on Kafka. inline: JPEG in the record.",
+    )
+    jpeg_quality: int = Field(85, title="JPEG quality", ge=30, le=100)
+    claim_ttl_s: int = Field(600, title="Claim-check TTL", ge=5, le=7 * 86400)
+    evidence_ttl_s: int = Field(
+        7 * 86400, title="TTL given to frames kept as evidence of a FAIL", ge=60, le=90 * 86400
+    )
+    max_age_s: float = Field(
+        10.0, title="Oldest frame a worker will judge", description="Older → FAULT.", gt=0, le=3600
+    )
+
+
+# --------------------------------------------------------------------------- rules
+
+Point = tuple[float, float]
+
+
+class ClassRule(Strict):
+    min_confidence: float = Field(0.5, title="Minimum confidence", ge=0.0, le=1.0)
+    min_area_px: float = Field(0.0, title="Minimum box area in px²", ge=0.0, le=1e8)
+    min_area_mm2: float | None = Field(
+        None, title="Minimum box area in mm²", description="Needs mm_per_px.", ge=0.0, le=1e8
+    )
+    severity: Literal["minor", "major", "critical"] = Field("major", title="Severity")
+    fail: bool = Field(True, title="A detection of this class fails the frame")
+
+
+class RequiredFeature(Strict):
+    feature: str = Field(..., title="Feature class that must be present", min_length=1)
+    min_count: int = Field(1, title="Minimum count", ge=1, le=1000)
+    within: str | None = Field(
+        None,
+        title="Counted inside each box of this class",
+        description="E.g. bolts per part; only parts fully in view are checked.",
+    )
+    min_confidence: float = Field(0.4, title="Confidence to count a feature", ge=0.0, le=1.0)
+    severity: Literal["minor", "major", "critical"] = Field("major", title="Severity")
+
+
+class PartAggregation(Strict):
+    mode: Literal["any", "k_of_n"] = Field("any", title="How frame verdicts decide a part")
+    k: int = Field(1, title="Failing frames needed (k_of_n)", ge=1, le=1000)
+
+
+class LineRules(Strict):
+    classes: dict[str, ClassRule] = Field(
+        default_factory=dict, title="Per-class rules", description="Classes not listed never fail."
+    )
+    mm_per_px: float | None = Field(None, title="Scale in mm per pixel", gt=0, le=1000)
+    roi: list[list[Point]] = Field(
+        default_factory=list,
+        title="Regions of interest",
+        description="Polygons in frame px; when set, only detections centred inside count.",
+    )
+    ignore: list[list[Point]] = Field(
+        default_factory=list,
+        title="Ignore masks",
+        description="Detections centred here are dropped.",
+    )
+    required_features: list[RequiredFeature] = Field(
+        default_factory=list, title="Required features"
+    )
+    part_aggregation: PartAggregation = Field(
+        default_factory=lambda: PartAggregation(), title="Per-part aggregation"
+    )
+    min_image_std: float = Field(
+        4.0, title="Below this grey-level std an image counts as uniform (FAULT)", ge=0, le=128
+    )
+
+    @field_validator("roi", "ignore")
+    @classmethod
+    def _polygons(cls, v: list[list[Point]]) -> list[list[Point]]:
+        for i, poly in enumerate(v):
+            if len(poly) < 3:
+                raise ValueError(f"polygon {i} needs at least 3 points, got {len(poly)}")
+        return v
+
+    @model_validator(mode="after")
+    def _mm_needs_scale(self) -> LineRules:
+        for name, rule in self.classes.items():
+            if rule.min_area_mm2 is not None and self.mm_per_px is None:
+                raise ValueError(f"classes.{name}.min_area_mm2 needs mm_per_px on the line")
+        return self
+
+
+# --------------------------------------------------------------------------- lines
+
+
+class CameraSettings(Strict):
+    id: Identifier = Field(..., title="Camera id")
+    url: str = Field(..., title="RTSP URL", min_length=8, max_length=2000)
+    sample_fps: float | None = Field(
+        5.0, title="Frames per second to sample", description="null = every frame.", gt=0, le=120
+    )
+    width: int = Field(1280, title="Expected frame width", ge=32, le=8192)
+    height: int = Field(720, title="Expected frame height", ge=32, le=8192)
+    on_size_mismatch: Literal["resize", "reject"] = Field(
+        "resize", title="What to do when the camera sends another resolution"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _rtsp(cls, v: str) -> str:
+        if not re.match(r"^rtsps?://[^/\s]+(/\S*)?$", v):
+            raise ValueError("must be an rtsp:// or rtsps:// URL")
+        return v
+
+
+class LineSettings(Strict):
+    id: Identifier = Field(..., title="Line id")
+    name: str = Field("", title="Display name", max_length=200)
+    cameras: list[CameraSettings] = Field(..., title="Cameras", min_length=1, max_length=64)
+    rules: LineRules = Field(default_factory=lambda: LineRules(), title="Pass/fail rules")
+
+    @model_validator(mode="after")
+    def _unique_cameras(self) -> LineSettings:
+        ids = [c.id for c in self.cameras]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise ValueError(f"duplicate camera ids: {sorted(dup)}")
+        return self
+
+
+# --------------------------------------------------------------------------- models
+
+
+class ModelSettings(Strict):
+    path: str = Field(
+        "builtin:defects-v1",
+        title="Model path",
+        description="A .pt, .onnx or OpenVINO dir; builtin:NAME is a model shipped in the package.",
+        min_length=1,
+    )
+    backend: Literal["auto", "onnxruntime", "ultralytics", "openvino"] = Field(
+        "auto", title="Inference backend"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", title="Device", description="auto: CUDA when torch sees one, else CPU."
+    )
+    imgsz: int = Field(320, title="Inference image size", ge=32, le=4096, multiple_of=32)
+    conf: float = Field(0.25, title="Detection confidence floor before rules", ge=0.0, le=1.0)
+    iou: float = Field(0.45, title="NMS IoU", gt=0.0, le=1.0)
+    threads: int = Field(0, title="CPU threads (0 = all cores)", ge=0, le=256)
+
+
+class WorkerSettings(Strict):
+    model: str = Field("default", title="Model name (key of models)")
+    group_id: str = Field("inspector-detect", title="Consumer group", min_length=1)
+    max_batch: int = Field(8, title="Largest micro-batch", ge=1, le=256)
+    max_wait_ms: float = Field(
+        5.0,
+        title="Longest wait to fill a batch",
+        description="0 keeps batch 1 latency.",
+        ge=0,
+        le=5000,
+    )
+    exactly_once: bool = Field(False, title="Use Kafka transactions (consume-transform-produce)")
+    annotate_evidence: bool = Field(True, title="Store an annotated evidence JPEG for FAILs")
+
+
+# --------------------------------------------------------------------------- workflows
+
+
+def _fail_only() -> list[Literal["PASS", "FAIL", "FAULT"]]:
+    return ["FAIL"]
+
+
+class WorkflowFilter(Strict):
+    lines: list[str] = Field(default_factory=list, title="Lines (empty = all)")
+    cameras: list[str] = Field(default_factory=list, title="Cameras (empty = all)")
+    classes: list[str] = Field(default_factory=list, title="Defect classes (empty = all)")
+    severities: list[Literal["minor", "major", "critical"]] = Field(
+        default_factory=list, title="Severities (empty = all)"
+    )
+    verdicts: list[Literal["PASS", "FAIL", "FAULT"]] = Field(
+        default_factory=_fail_only, title="Verdicts that trigger"
+    )
+
+
+class RetrySettings(Strict):
+    max_attempts: int = Field(8, title="Attempts before dead-lettering", ge=1, le=100)
+    initial_backoff_s: float = Field(0.5, title="First backoff", gt=0, le=600)
+    max_backoff_s: float = Field(30.0, title="Backoff cap", gt=0, le=3600)
+    give_up_after_s: float = Field(
+        600.0, title="Stop retrying after this long", description="Then dead-letter.", gt=0
+    )
+
+
+class DivertWorkflow(Strict):
+    kind: Literal["divert"] = "divert"
+    name: Identifier = Field(..., title="Workflow name")
+    filter: WorkflowFilter = Field(default_factory=lambda: WorkflowFilter(), title="Filter")
+    debounce_s: float = Field(0.0, title="One divert per part within this time", ge=0, le=3600)
+
+
+class StopLineWorkflow(Strict):
+    kind: Literal["stop_line"] = "stop_line"
+    name: Identifier = Field(..., title="Workflow name")
+    filter: WorkflowFilter = Field(default_factory=lambda: WorkflowFilter(), title="Filter")
+    fail_count: int = Field(5, title="FAILs in the window that stop the line", ge=1, le=100000)
+    window_s: float = Field(60.0, title="Sliding window", gt=0, le=86400)
+    consecutive_faults: int = Field(
+        10, title="Consecutive FAULTs that stop the line (0 = off)", ge=0, le=100000
+    )
+    cooldown_s: float = Field(
+        300.0, title="No new stop for the same episode within", ge=0, le=86400
+    )
+
+
+class MesTicketWorkflow(Strict):
+    kind: Literal["mes_ticket"] = "mes_ticket"
+    name: Identifier = Field(..., title="Workflow name")
+    filter: WorkflowFilter = Field(default_factory=lambda: WorkflowFilter(), title="Filter")
+    url: str = Field(..., title="Webhook URL", max_length=2000)
+    secrets: list[SecretStr] = Field(
+        ...,
+        title="Standard Webhooks secrets (whsec_...)",
+        description="The first signs; several sign during key rotation.",
+        min_length=1,
+        max_length=8,
+    )
+    timeout_s: float = Field(5.0, title="Request timeout", gt=0, le=120)
+    retry: RetrySettings = Field(default_factory=lambda: RetrySettings(), title="Retry policy")
+    evidence_base_url: str | None = Field(
+        None, title="Base URL for evidence links in tickets", max_length=2000
+    )
+
+    @field_validator("url", "evidence_base_url")
+    @classmethod
+    def _http(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+    @field_validator("secrets")
+    @classmethod
+    def _whsec(cls, v: list[SecretStr]) -> list[SecretStr]:
+        for s in v:
+            raw = s.get_secret_value()
+            if not raw.startswith("whsec_") or len(raw) < 16:
+                raise ValueError("each secret must be a Standard Webhooks secret 'whsec_<base64>'")
+        return v
+
+
+class NotifyWorkflow(Strict):
+    kind: Literal["notify"] = "notify"
+    name: Identifier = Field(..., title="Workflow name")
+    filter: WorkflowFilter = Field(default_factory=lambda: WorkflowFilter(), title="Filter")
+    topic: str | None = Field(None, title="Kafka topic (default: <prefix>.notifications)")
+
+
+Workflow = Annotated[
+    DivertWorkflow | StopLineWorkflow | MesTicketWorkflow | NotifyWorkflow,
+    Field(discriminator="kind"),
+]
+
+
+class ActSettings(Strict):
+    group_id: str = Field("inspector-act", title="Consumer group", min_length=1)
+    dedup_ttl_s: int = Field(7 * 86400, title="How long a fired action is remembered", ge=60)
+
+
+# --------------------------------------------------------------------------- observe
+
+
+class ObserveSettings(Strict):
+    metrics_host: str = Field("127.0.0.1", title="Bind address of metrics/health endpoints")
+    ingest_port: int = Field(9101, title="ingest metrics port (0 = off)", ge=0, le=65535)
+    worker_port: int = Field(9102, title="worker metrics port (0 = off)", ge=0, le=65535)
+    act_port: int = Field(9103, title="act metrics port (0 = off)", ge=0, le=65535)
+    dashboard_host: str = Field("127.0.0.1", title="Dashboard bind address")
+    dashboard_port: int = Field(8080, title="Dashboard port", ge=1, le=65535)
+    dashboard_token: SecretStr | None = Field(
+        None, title="Dashboard bearer token", description="Required to serve the dashboard."
+    )
+    log_format: Literal["auto", "json", "human"] = Field("auto", title="Log format")
+
+
+class IngestSettings(Strict):
+    queue_size: int = Field(4, title="Frames buffered per camera (drop-oldest)", ge=1, le=1000)
+    open_timeout_ms: int = Field(3000, title="RTSP open timeout", ge=100, le=60000)
+    read_timeout_ms: int = Field(1000, title="RTSP read timeout", ge=100, le=60000)
+    stall_after_s: float = Field(2.0, title="No frame for this long → stalled", gt=0, le=600)
+    backoff_initial_s: float = Field(0.25, title="First reconnect backoff", gt=0, le=60)
+    backoff_max_s: float = Field(10.0, title="Reconnect backoff cap", gt=0, le=600)
+    producer_buffer_frames: int = Field(
+        200, title="Frames held while the broker is down, then counted drops", ge=1, le=100000
+    )
+
+
+# --------------------------------------------------------------------------- plant
+
+
+class PlantConfig(Strict):
+    plant: str = Field("plant", title="Plant name", max_length=200)
+    kafka: KafkaSettings = Field(default_factory=lambda: KafkaSettings(), title="Kafka")
+    topics: TopicSettings = Field(default_factory=lambda: TopicSettings(), title="Topics")
+    redis: RedisSettings = Field(default_factory=lambda: RedisSettings(), title="Redis")
+    frames: FrameSettings = Field(default_factory=lambda: FrameSettings(), title="Frames")
+    ingest: IngestSettings = Field(default_factory=lambda: IngestSettings(), title="Ingest")
+    lines: list[LineSettings] = Field(..., title="Lines", min_length=1, max_length=256)
+    models: dict[str, ModelSettings] = Field(
+        default_factory=lambda: {"default": ModelSettings()}, title="Models"
+    )
+    worker: WorkerSettings = Field(default_factory=lambda: WorkerSettings(), title="Worker")
+    workflows: list[Workflow] = Field(default_factory=list, title="Corrective workflows")
+    act: ActSettings = Field(default_factory=lambda: ActSettings(), title="Workflow consumer")
+    observe: ObserveSettings = Field(
+        default_factory=lambda: ObserveSettings(), title="Observability"
+    )
+
+    @model_validator(mode="after")
+    def _cross_refs(self) -> PlantConfig:
+        line_ids = [ln.id for ln in self.lines]
+        dup = {i for i in line_ids if line_ids.count(i) > 1}
+        if dup:
+            raise ValueError(f"duplicate line ids: {sorted(dup)}")
+        cams = [c.id for ln in self.lines for c in ln.cameras]
+        dupc = {i for i in cams if cams.count(i) > 1}
+        if dupc:
+            raise ValueError(f"camera ids must be unique across the plant: {sorted(dupc)}")
+        if self.worker.model not in self.models:
+            raise ValueError(
+                f"worker.model {self.worker.model!r} is not one of models: {sorted(self.models)}"
+            )
+        names = [w.name for w in self.workflows]
+        dupw = {n for n in names if names.count(n) > 1}
+        if dupw:
+            raise ValueError(f"duplicate workflow names: {sorted(dupw)}")
+        for i, wf in enumerate(self.workflows):
+            for ln in wf.filter.lines:
+                if ln not in line_ids:
+                    raise ValueError(
+                        f"workflows[{i}] ({wf.name}).filter.lines: unknown line {ln!r}; "
+                        f"known: {line_ids}"
+                    )
+            for cam in wf.filter.cameras:
+                if cam not in cams:
+                    raise ValueError(
+                        f"workflows[{i}] ({wf.name}).filter.cameras: unknown camera {cam!r}"
+                    )
+        return self
+
+    def line(self, line_id: str) -> LineSettings:
+        for ln in self.lines:
+            if ln.id == line_id:
+                return ln
+        raise KeyError(line_id)
+
+    def camera(self, camera_id: str) -> tuple[LineSettings, CameraSettings]:
+        for ln in self.lines:
+            for cam in ln.cameras:
+                if cam.id == camera_id:
+                    return ln, cam
+        raise KeyError(camera_id)
+
+    @property
+    def model(self) -> ModelSettings:
+        return self.models[self.worker.model]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class ConfigError(Exception):
+    """A plant config that cannot be used; ``errors`` holds one line per problem."""
+
+    def __init__(self, source: str, errors: list[str]) -> None:
+        self.source = source
+        self.errors = errors
+        super().__init__(f"{source}: " + "; ".join(errors))
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(value: Any, env: Mapping[str, str], missing: list[str], path: str) -> Any:
+    if isinstance(value, str):
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            missing.append(f"{path}: environment variable {name} is not set")
+            return ""
+
+        return _ENV_REF.sub(sub, value)
+    if isinstance(value, Mapping):
+        return {
+            k: _interpolate(v, env, missing, f"{path}.{k}" if path else str(k))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_interpolate(v, env, missing, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _apply_env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> list[str]:
+    errors: list[str] = []
+    for key, raw in sorted(env.items()):
+        if not key.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in key[len(ENV_PREFIX) :].split("__") if p]
+        if not parts:
+            continue
+        node: Any = data
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    errors.append(f"{key}: no list item {part!r}")
+                    break
+                if last:
+                    node[int(part)] = yaml.safe_load(raw)
+                else:
+                    node = node[int(part)]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = yaml.safe_load(raw)
+                else:
+                    node = node.setdefault(part, {})
+            else:
+                errors.append(f"{key}: cannot descend into a scalar at {part!r}")
+                break
+    return errors
+
+
+def format_loc(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("divert", "stop_line", "mes_ticket", "notify") and out.endswith("]"):
+            # pydantic puts the union tag into the path; it adds nothing for a reader.
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(root)"
+
+
+def validation_messages(exc: ValidationError) -> list[str]:
+    msgs = []
+    for err in exc.errors():
+        msg = err["msg"].removeprefix("Value error, ")
+        msgs.append(f"{format_loc(err['loc'])}: {msg}")
+    return msgs
+
+
+def parse_config(
+    data: Any, source: str = "<config>", env: Mapping[str, str] | None = None
+) -> PlantConfig:
+    env = os.environ if env is None else env
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, ["(root): the file must hold a mapping"])
+    errors: list[str] = []
+    data = _interpolate(data, env, errors, "")
+    errors += _apply_env_overrides(data, env)
+    try:
+        cfg = PlantConfig.model_validate(data)
+    except ValidationError as exc:
+        errors += validation_messages(exc)
+        raise ConfigError(source, errors) from None
+    if errors:
+        raise ConfigError(source, errors)
+    return cfg
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> PlantConfig:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(p), [f"cannot read file: {exc.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(
+            str(p), [f"{where}invalid YAML: {getattr(exc, 'problem', exc)}"]
+        ) from None
+    return parse_config(data, str(p), env)

@@ -1,0 +1,507 @@
+"""Every message that crosses Kafka, and its CloudEvents 1.0 binary-mode envelope.
+
+Binary mode: the Kafka value is the payload itself; the CloudEvents attributes travel
+as ``ce_*`` headers plus ``content-type``. Payloads are JSON (orjson) except inline
+frames, whose value is the JPEG itself (``content-type: image/jpeg``) so no base64
+tax is paid on the hot path.
+
+Event ids are deterministic (UUIDv5 over what the event is about), so a redelivered
+input produces an identical output that downstream consumers can recognise.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal, TypeVar
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SPECVERSION = "1.0"
+JSON = "application/json"
+JPEG = "image/jpeg"
+NAMESPACE = uuid.UUID("6f1b7c3e-2d7a-4b7e-9a55-1c0b5e7a9d11")
+
+Verdict = Literal["PASS", "FAIL", "FAULT"]
+Severity = Literal["minor", "major", "critical"]
+
+
+def deterministic_id(*parts: object) -> str:
+    return str(uuid.uuid5(NAMESPACE, "\x1f".join(str(p) for p in parts)))
+
+
+def iso_time(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Payload(BaseModel):
+    """Base of every payload; ``ce_type`` names its schema and version."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    ce_type: ClassVar[str]
+
+    def event_id(self) -> str:
+        raise NotImplementedError
+
+
+class Box(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+    @property
+    def area(self) -> float:
+        return max(0.0, self.x2 - self.x1) * max(0.0, self.y2 - self.y1)
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return ((self.x1 + self.x2) / 2, (self.y1 + self.y2) / 2)
+
+
+class Detection(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    cls: str = Field(..., description="class name from the model's metadata")
+    score: float = Field(..., ge=0, le=1)
+    box: Box
+
+
+# --------------------------------------------------------------------------- frames
+
+
+class FrameMeta(Payload):
+    """A sampled camera frame. On Kafka: claim-check → this JSON is the value;
+    inline → the JPEG is the value and these fields are ``ce_*`` extension headers."""
+
+    ce_type: ClassVar[str] = "io.inspector.frame.v1"
+    frame_id: str = Field(..., description="camera:run:seq, unique per sampled frame")
+    camera_id: str
+    line_id: str
+    run_id: str = Field(..., description="ingest run that sampled it (seq restarts per run)")
+    seq: int = Field(..., ge=0)
+    captured_at: float = Field(..., description="epoch seconds the frame was grabbed")
+    ingested_at: float = Field(..., description="epoch seconds it was published")
+    width: int = Field(..., ge=1)
+    height: int = Field(..., ge=1)
+    storage: Literal["redis", "inline"]
+    claim_key: str | None = Field(None, description="Redis key of the JPEG (claim-check)")
+    size_bytes: int = Field(..., ge=0)
+    part_id: str | None = None
+    traceparent: str | None = None
+
+    def event_id(self) -> str:
+        return deterministic_id("frame", self.frame_id)
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+class Timings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    captured_at: float
+    ingested_at: float
+    infer_start: float | None = None
+    infer_end: float | None = None
+    emitted_at: float
+
+
+class ModelRef(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    version: str
+    sha256: str
+
+
+class Finding(BaseModel):
+    """A detection that the line's rules judged, or a required feature found missing."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    cls: str
+    score: float = Field(..., ge=0, le=1)
+    box: Box | None = None
+    severity: Severity
+    rule: str
+
+
+class VerdictEvent(Payload):
+    ce_type: ClassVar[str] = "io.inspector.verdict.v1"
+    verdict_id: str
+    frame_id: str
+    camera_id: str
+    line_id: str
+    seq: int
+    part_id: str | None = None
+    verdict: Verdict
+    rule: str = Field(..., description="the rule that decided, e.g. class:scratch or fault:expired")
+    reason: str = ""
+    findings: list[Finding] = Field(default_factory=list)
+    detections: list[Detection] = Field(default_factory=list)
+    model: ModelRef | None = None
+    timings: Timings
+    evidence_key: str | None = Field(None, description="Redis key of the frame kept as evidence")
+    annotated_key: str | None = Field(None, description="Redis key of the annotated JPEG")
+
+    def event_id(self) -> str:
+        return self.verdict_id
+
+
+def verdict_id_for(frame_id: str) -> str:
+    return deterministic_id("verdict", frame_id)
+
+
+class DefectEvent(Payload):
+    ce_type: ClassVar[str] = "io.inspector.defect.v1"
+    defect_id: str
+    verdict_id: str
+    frame_id: str
+    camera_id: str
+    line_id: str
+    seq: int
+    part_id: str | None = None
+    findings: list[Finding]
+    captured_at: float
+    evidence_key: str | None = None
+    annotated_key: str | None = None
+
+    def event_id(self) -> str:
+        return self.defect_id
+
+
+# --------------------------------------------------------------------------- cameras
+
+CameraState = Literal["connecting", "streaming", "stalled", "backing_off", "stopped"]
+
+
+class CameraStatusEvent(Payload):
+    ce_type: ClassVar[str] = "io.inspector.camera-status.v1"
+    camera_id: str
+    line_id: str
+    run_id: str
+    transition: int = Field(..., ge=0, description="counts transitions within the run")
+    state: CameraState
+    previous: CameraState | None = None
+    reason: str = ""
+    at: float
+    frames_ingested: int = 0
+    frames_dropped: int = 0
+    reconnects: int = 0
+    stalls: int = 0
+    fps: float = 0.0
+
+    def event_id(self) -> str:
+        return deterministic_id("camera-status", self.camera_id, self.run_id, self.transition)
+
+
+class PartTrigger(Payload):
+    """A part entering or leaving a camera's view, as a photo-eye or PLC gateway reports."""
+
+    ce_type: ClassVar[str] = "io.inspector.part-trigger.v1"
+    line_id: str
+    camera_id: str
+    part_id: str
+    event: Literal["enter", "exit"]
+    at: float
+
+    def event_id(self) -> str:
+        return deterministic_id("trigger", self.camera_id, self.part_id, self.event)
+
+
+# --------------------------------------------------------------------------- actions
+
+
+class LineCommand(Payload):
+    """What a PLC gateway subscribes to (keyed by line)."""
+
+    ce_type: ClassVar[str] = "io.inspector.line-command.v1"
+    command_id: str
+    line_id: str
+    command: Literal["divert", "stop", "resume"]
+    camera_id: str | None = None
+    part_id: str | None = None
+    frame_id: str | None = None
+    verdict_id: str | None = None
+    episode_id: str | None = None
+    reason: str = ""
+    issued_at: float
+
+    def event_id(self) -> str:
+        return self.command_id
+
+
+ActionOutcome = Literal[
+    "fired", "retried", "given_up", "suppressed_cooldown", "suppressed_dedup", "suppressed_debounce"
+]
+
+
+class ActionEvent(Payload):
+    ce_type: ClassVar[str] = "io.inspector.action.v1"
+    action_id: str
+    workflow: str
+    kind: str
+    outcome: ActionOutcome
+    line_id: str
+    camera_id: str | None = None
+    verdict_id: str | None = None
+    episode_id: str | None = None
+    attempt: int = 1
+    detail: str = ""
+    at: float
+
+    def event_id(self) -> str:
+        return deterministic_id("action-event", self.action_id, self.outcome, self.attempt)
+
+
+class DeadLetterRecord(Payload):
+    ce_type: ClassVar[str] = "io.inspector.dead-letter.v1"
+    reason: str = Field(..., description="machine-readable reason, e.g. bad_json, oversized")
+    error: str = Field(..., description="human-readable detail")
+    stage: str = Field(..., description="which consumer gave up: detect, act, ...")
+    original_topic: str | None = None
+    original_partition: int | None = None
+    original_offset: int | None = None
+    original_key_b64: str | None = None
+    original_headers: dict[str, str | None] = Field(
+        default_factory=dict, description="header values, base64"
+    )
+    original_value_b64: str | None = Field(None, description="absent when larger than the cap")
+    original_value_size: int = 0
+    original_value_sha256: str | None = None
+    failed_at: float
+
+    def event_id(self) -> str:
+        return deterministic_id(
+            "dlq",
+            self.stage,
+            self.original_topic,
+            self.original_partition,
+            self.original_offset,
+            self.reason,
+        )
+
+
+PAYLOADS: tuple[type[Payload], ...] = (
+    FrameMeta,
+    VerdictEvent,
+    DefectEvent,
+    CameraStatusEvent,
+    PartTrigger,
+    LineCommand,
+    ActionEvent,
+    DeadLetterRecord,
+)
+BY_TYPE: dict[str, type[Payload]] = {p.ce_type: p for p in PAYLOADS}
+
+
+# --------------------------------------------------------------------------- envelope
+
+# What confluent-kafka takes and gives: a list of (name, value) pairs.
+Headers = list[tuple[str, str | bytes | None]]
+RawHeaders = Any  # list of pairs or dict, as a Message may carry them
+P = TypeVar("P", bound=Payload)
+
+
+class EventError(Exception):
+    """An incoming record that is not a valid event; ``reason`` is machine-readable."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}")
+
+
+def dumps(payload: BaseModel) -> bytes:
+    return orjson.dumps(payload.model_dump(mode="json", exclude_none=True))
+
+
+def ce_headers(
+    payload: Payload,
+    *,
+    source: str,
+    time: float,
+    content_type: str = JSON,
+    extensions: dict[str, str] | None = None,
+) -> Headers:
+    hdrs: Headers = [
+        ("ce_specversion", SPECVERSION.encode()),
+        ("ce_id", payload.event_id().encode()),
+        ("ce_source", source.encode()),
+        ("ce_type", payload.ce_type.encode()),
+        ("ce_time", iso_time(time).encode()),
+        ("content-type", content_type.encode()),
+    ]
+    for k, v in (extensions or {}).items():
+        hdrs.append((f"ce_{k}", v.encode()))
+    return hdrs
+
+
+def encode(
+    payload: Payload, *, source: str, time: float, extensions: dict[str, str] | None = None
+) -> tuple[bytes, Headers]:
+    """JSON payload → (value, headers)."""
+    return dumps(payload), ce_headers(payload, source=source, time=time, extensions=extensions)
+
+
+def header_dict(headers: RawHeaders) -> dict[str, bytes | None]:
+    items = headers.items() if isinstance(headers, dict) else (headers or [])
+    out: dict[str, bytes | None] = {}
+    for k, v in items:
+        out[k] = v.encode() if isinstance(v, str) else v
+    return out
+
+
+def _text(h: dict[str, bytes | None], key: str) -> str:
+    v = h.get(key)
+    if v is None:
+        raise EventError("missing_header", f"header {key} is missing")
+    try:
+        return v.decode()
+    except UnicodeDecodeError:
+        raise EventError("bad_header", f"header {key} is not UTF-8") from None
+
+
+def check_envelope(
+    headers: RawHeaders,
+) -> tuple[str, str, dict[str, bytes | None]]:
+    """Validate the CloudEvents attributes; return (ce_type, content-type, headers)."""
+    h = header_dict(headers)
+    for key in ("ce_specversion", "ce_id", "ce_source", "ce_type", "content-type"):
+        _text(h, key)
+    if _text(h, "ce_specversion") != SPECVERSION:
+        raise EventError("bad_specversion", f"ce_specversion {_text(h, 'ce_specversion')!r} != 1.0")
+    ce_type = _text(h, "ce_type")
+    if ce_type not in BY_TYPE:
+        base = ce_type.rsplit(".", 1)[0]
+        known = [t for t in BY_TYPE if t.rsplit(".", 1)[0] == base]
+        if known:
+            raise EventError(
+                "unsupported_version", f"{ce_type} not supported; this build reads {known[0]}"
+            )
+        raise EventError("unknown_type", f"unknown ce_type {ce_type!r}")
+    return ce_type, _text(h, "content-type"), h
+
+
+def decode(
+    value: bytes | None, headers: RawHeaders, expect: type[P]
+) -> P:
+    """Decode a JSON event of type ``expect``; raise EventError with a precise reason."""
+    ce_type, ctype, _ = check_envelope(headers)
+    if ce_type != expect.ce_type:
+        raise EventError("wrong_type", f"expected {expect.ce_type}, got {ce_type}")
+    if not ctype.startswith(JSON):
+        raise EventError("wrong_content_type", f"expected {JSON}, got {ctype}")
+    return parse_json(value, expect)
+
+
+def parse_json(value: bytes | None, expect: type[P]) -> P:
+    if value is None:
+        raise EventError("empty_value", "record has no value")
+    try:
+        data: Any = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise EventError("bad_json", f"value is not JSON: {exc}") from None
+    try:
+        return expect.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "(root)"
+        raise EventError(
+            "schema_violation",
+            f"{expect.ce_type}: {loc}: {first['msg']} ({exc.error_count()} errors)",
+        ) from None
+
+
+# Frames carry their metadata as extension headers when the JPEG is the value.
+_FRAME_EXT = {
+    "frame_id": "frameid",
+    "camera_id": "cameraid",
+    "line_id": "lineid",
+    "run_id": "runid",
+    "seq": "seq",
+    "captured_at": "capturedat",
+    "ingested_at": "ingestedat",
+    "width": "width",
+    "height": "height",
+    "part_id": "partid",
+}
+
+
+def encode_frame(meta: FrameMeta, jpeg: bytes | None, *, source: str) -> tuple[bytes, Headers]:
+    """Claim-check frames: JSON value. Inline frames: the JPEG is the value.
+
+    Both carry the key metadata as ``ce_*`` extension headers (camera, line, seq,
+    capture and ingest time) so consumers can route or filter without the value.
+    """
+    ext = {
+        attr: str(getattr(meta, field))
+        for field, attr in _FRAME_EXT.items()
+        if getattr(meta, field) is not None
+    }
+    if meta.traceparent:
+        ext["traceparent"] = meta.traceparent
+    if meta.storage == "inline":
+        if jpeg is None:
+            raise ValueError("inline frames need their JPEG")
+        hdrs = ce_headers(
+            meta, source=source, time=meta.ingested_at, content_type=JPEG, extensions=ext
+        )
+        hdrs = [(k, v) for k, v in hdrs if k != "ce_traceparent"]
+        if meta.traceparent:
+            hdrs.append(("traceparent", meta.traceparent.encode()))
+        return jpeg, hdrs
+    value = dumps(meta)
+    hdrs = ce_headers(meta, source=source, time=meta.ingested_at, extensions=ext)
+    hdrs = [(k, v) for k, v in hdrs if k != "ce_traceparent"]
+    if meta.traceparent:
+        hdrs.append(("traceparent", meta.traceparent.encode()))
+    return value, hdrs
+
+
+def decode_frame(
+    value: bytes | None, headers: RawHeaders
+) -> tuple[FrameMeta, bytes | None]:
+    """→ (meta, inline JPEG or None). Raises EventError for anything malformed."""
+    ce_type, ctype, h = check_envelope(headers)
+    if ce_type != FrameMeta.ce_type:
+        raise EventError("wrong_type", f"expected {FrameMeta.ce_type}, got {ce_type}")
+    if ctype.startswith(JPEG):
+        if not value:
+            raise EventError("empty_value", "inline frame has no JPEG bytes")
+        data: dict[str, Any] = {}
+        for field, attr in _FRAME_EXT.items():
+            raw = h.get(f"ce_{attr}")
+            if raw is not None:
+                data[field] = raw.decode(errors="replace")
+        tp = h.get("traceparent")
+        data.update(
+            storage="inline", size_bytes=len(value), traceparent=tp.decode() if tp else None
+        )
+        try:
+            return FrameMeta.model_validate(data), value
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ".".join(str(p) for p in first["loc"])
+            raise EventError(
+                "schema_violation", f"inline frame headers: {loc}: {first['msg']}"
+            ) from None
+    if ctype.startswith(JSON):
+        meta = parse_json(value, FrameMeta)
+        if meta.storage == "redis" and not meta.claim_key:
+            raise EventError("schema_violation", "claim-check frame without claim_key")
+        if meta.storage == "inline":
+            raise EventError("schema_violation", "inline frame must carry the JPEG as value")
+        return meta, None
+    raise EventError("wrong_content_type", f"frame content-type {ctype!r} is neither JSON nor JPEG")
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """JSON Schema of every payload, keyed by file name."""
+    out: dict[str, dict[str, Any]] = {}
+    for p in PAYLOADS:
+        schema = p.model_json_schema(mode="serialization")
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        schema["$id"] = f"https://inspector.dev/schemas/{p.ce_type}.json"
+        schema["x-cloudevents-type"] = p.ce_type
+        out[f"{p.ce_type}.json"] = schema
+    return out

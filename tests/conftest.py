@@ -1,0 +1,110 @@
+"""Real servers for the suite: a Kafka-protocol broker and a redis-server on free ports.
+
+Set INSPECTOR_TEST_KAFKA=host:port and/or INSPECTOR_TEST_REDIS=redis://host:port/db to
+run the same tests against existing servers (e.g. Apache Kafka in another CI).
+Every test gets its own topic prefix and Redis key prefix, so tests never see each
+other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from inspector.config import PlantConfig, parse_config
+from inspector.localstack import ManagedProcess, start_kafka, start_redis
+
+ARTIFACTS = Path(os.environ.get("INSPECTOR_TEST_ARTIFACTS", "test-artifacts"))
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get("INSPECTOR_TEST_KAFKA")
+    if external:
+        yield external
+        return
+    broker = start_kafka(log_dir=tmp_path_factory.mktemp("kafka"))
+    try:
+        yield f"127.0.0.1:{broker.port}"
+    finally:
+        broker.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get("INSPECTOR_TEST_REDIS")
+    if external:
+        yield external
+        return
+    server = start_redis(log_dir=tmp_path_factory.mktemp("redis"))
+    try:
+        yield f"redis://127.0.0.1:{server.port}/0"
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[ManagedProcess]:
+    """A redis-server of the test's own, for tests that stop and restart it."""
+    server = start_redis(log_dir=tmp_path)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def base_config_dict(bootstrap: str, redis: str, uid: str) -> dict[str, Any]:
+    return {
+        "plant": f"test-{uid}",
+        # Low timeouts: the test broker holds a JoinGroup for half the session timeout.
+        "kafka": {
+            "bootstrap_servers": bootstrap,
+            "session_timeout_ms": 6000,
+            "heartbeat_interval_ms": 1000,
+        },
+        "topics": {"prefix": f"t{uid}", "partitions": 3},
+        "redis": {"url": redis, "key_prefix": f"t{uid}"},
+        "lines": [
+            {
+                "id": "line-1",
+                "cameras": [{"id": "cam-1", "url": "rtsp://127.0.0.1:8554/cam-1"}],
+            }
+        ],
+    }
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = (
+            deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
+    return out
+
+
+@pytest.fixture
+def make_config(kafka_bootstrap: str, redis_url: str) -> Callable[..., PlantConfig]:
+    """Build a PlantConfig on the session's servers with a fresh topic/key namespace."""
+
+    def factory(**overrides: Any) -> PlantConfig:
+        uid = uuid.uuid4().hex[:10]
+        data = deep_merge(base_config_dict(kafka_bootstrap, redis_url, uid), overrides)
+        return parse_config(data, "test", env={})
+
+    return factory
+
+
+@pytest.fixture
+def plant(make_config: Callable[..., PlantConfig]) -> PlantConfig:
+    return make_config()

@@ -1,0 +1,212 @@
+"""Kafka and Redis plumbing against the real broker and redis-server."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import orjson
+import pytest
+import redis
+
+from inspector.bus.kafka import ServiceUnavailable, check_broker, make_consumer, make_producer
+from inspector.bus.loop import StreamLoop
+from inspector.bus.store import ClaimExpired, Dedup, FrameStore, StoreUnavailable, connect
+from inspector.config import KafkaSettings, PlantConfig, RedisSettings
+from inspector.events import (
+    DeadLetterRecord,
+    EventError,
+    PartTrigger,
+    decode,
+    encode,
+)
+from tests.helpers import create_topics, produce, read, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def trigger(i: int) -> PartTrigger:
+    return PartTrigger(
+        line_id="l1", camera_id="cam-1", part_id=f"p{i}", event="enter", at=1000.0 + i
+    )
+
+
+def test_event_round_trip_through_broker(plant: PlantConfig) -> None:
+    create_topics(plant)
+    value, headers = encode(trigger(1), source="inspector/test", time=1000.0)
+    produce(plant, plant.topics.triggers, [(value, headers)])
+    [msg] = read(plant, [plant.topics.triggers], count=1)
+    h = {k: v for k, v in msg.headers()}
+    assert h["ce_specversion"] == b"1.0"
+    assert h["ce_type"] == b"io.inspector.part-trigger.v1"
+    assert h["ce_source"] == b"inspector/test"
+    assert h["ce_time"] == b"1970-01-01T00:16:40.000Z"
+    assert h["content-type"] == b"application/json"
+    assert h["ce_id"].decode() == trigger(1).event_id()
+    assert decode(msg.value(), msg.headers(), PartTrigger) == trigger(1)
+
+
+def test_claim_check_store_fetch_expiry(plant: PlantConfig) -> None:
+    client = connect(plant.redis)
+    store = FrameStore(client, plant.redis.key_prefix, ttl_s=60)
+    key = store.put("cam-1:r:1", b"jpegbytes")
+    assert store.get(key) == b"jpegbytes"
+    assert 0 < client.ttl(key) <= 60
+    assert store.get_many([key, key + "-gone"]) == [b"jpegbytes", None]
+    assert store.extend(key, 3600) and client.ttl(key) > 60
+    short = store.put("cam-1:r:2", b"x", ttl_s=1)
+    wait_for(lambda: not client.exists(short), 5, "the claim-check TTL to expire")
+    with pytest.raises(ClaimExpired, match="expired or was never stored"):
+        store.get(short)
+
+
+def test_dedup_first_wins(plant: PlantConfig) -> None:
+    d = Dedup(connect(plant.redis), plant.redis.key_prefix, ttl_s=60)
+    assert d.claim("v1:wf")
+    assert not d.claim("v1:wf")
+    assert d.seen("v1:wf")
+    d.release("v1:wf")
+    assert d.claim("v1:wf")
+
+
+def test_unreachable_services_give_one_line() -> None:
+    with pytest.raises(ServiceUnavailable) as ei:
+        check_broker(KafkaSettings(bootstrap_servers="127.0.0.1:1"), timeout_s=2)
+    assert "Kafka broker unreachable at 127.0.0.1:1" in str(ei.value)
+    assert "\n" not in str(ei.value)
+    with pytest.raises(StoreUnavailable) as ei2:
+        connect(RedisSettings(url="redis://127.0.0.1:1/0", socket_timeout_s=0.5))
+    assert "Redis unreachable at redis://127.0.0.1:1/0" in str(ei2.value)
+
+
+def test_redis_down_is_distinct_from_expired(own_redis) -> None:  # type: ignore[no-untyped-def]
+    client = connect(
+        RedisSettings(url=f"redis://127.0.0.1:{own_redis.port}/0", socket_timeout_s=0.5)
+    )
+    store = FrameStore(client, "p", 60)
+    own_redis.close()
+    with pytest.raises(StoreUnavailable):
+        store.get("p:frame:x")
+
+
+def echo_loop(cfg: PlantConfig, group: str, **kw: object) -> StreamLoop[PartTrigger]:
+    """A minimal stage: decode triggers from the triggers topic, re-emit them to actions."""
+    producer = make_producer(cfg.kafka, client_suffix="echo")
+    consumer = make_consumer(cfg.kafka, group)
+    loop: StreamLoop[PartTrigger]
+
+    def handle(batch: list) -> None:  # type: ignore[type-arg]
+        for _msg, ev in batch:
+            value, headers = encode(ev, source="echo", time=ev.at)
+            producer.produce(
+                cfg.topics.actions, value=value, headers=headers, on_delivery=loop.tracker
+            )
+
+    loop = StreamLoop(
+        consumer=consumer,
+        producer=producer,
+        topics=[cfg.topics.triggers],
+        dlq_topic=cfg.topics.dlq,
+        stage="echo",
+        decode=lambda m: decode(m.value(), m.headers(), PartTrigger),
+        handle=handle,
+        max_batch=16,
+        max_wait_s=0.05,
+        max_message_bytes=cfg.kafka.message_max_bytes,
+        **kw,  # type: ignore[arg-type]
+    )
+    return loop
+
+
+def start(loop: StreamLoop) -> threading.Thread:  # type: ignore[type-arg]
+    t = threading.Thread(target=loop.run, daemon=True)
+    t.start()
+    return t
+
+
+def test_dead_letters_while_good_messages_flow(make_config) -> None:  # type: ignore[no-untyped-def]
+    cfg: PlantConfig = make_config(kafka={"message_max_bytes": 100_000})
+    create_topics(cfg)
+    good = [encode(trigger(i), source="t", time=1.0) for i in range(6)]
+    gv, gh = good[0]
+    bad = [
+        (b"{oops", gh),  # bad JSON
+        (gv, [h for h in gh if h[0] != "ce_type"]),  # missing header
+        (
+            gv,
+            [
+                (k, b"io.inspector.part-trigger.v7" if k == "ce_type" else v)  # wrong version
+                for k, v in gh
+            ],
+        ),
+        (orjson.dumps({"line_id": "l1"}), gh),  # schema violation
+        (b"x" * 150_000, gh),  # oversized
+        (None, gh),  # empty value
+        (gv, [(k, b"0.9" if k == "ce_specversion" else v) for k, v in gh]),  # bad specversion
+    ]
+    interleaved = [r for pair in zip(good, bad[:6], strict=True) for r in pair] + bad[6:]
+    produce(cfg, cfg.topics.triggers, interleaved, max_bytes=1_000_000)
+    loop = echo_loop(cfg, "g-dlq")
+    t = start(loop)
+    try:
+        outs = read(cfg, [cfg.topics.actions], count=len(good), timeout_s=40)
+        dlq = read(cfg, [cfg.topics.dlq], count=len(bad), timeout_s=20)
+    finally:
+        loop.shutdown.request()
+        t.join(15)
+    assert sorted(decode(m.value(), m.headers(), PartTrigger).part_id for m in outs) == sorted(
+        f"p{i}" for i in range(6)
+    )
+    records = [decode(m.value(), m.headers(), DeadLetterRecord) for m in dlq]
+    reasons = sorted(r.reason for r in records)
+    assert reasons == sorted(
+        [
+            "bad_json",
+            "missing_header",
+            "unsupported_version",
+            "schema_violation",
+            "oversized",
+            "empty_value",
+            "bad_specversion",
+        ]
+    )
+    for r in records:
+        assert r.original_topic == cfg.topics.triggers and r.original_offset is not None
+        assert r.stage == "echo" and r.error
+    big = next(r for r in records if r.reason == "oversized")
+    assert big.original_value_size == 150_000 and big.original_value_sha256
+    assert not t.is_alive()
+
+
+def test_graceful_shutdown_commits_and_restart_resumes(plant: PlantConfig) -> None:
+    create_topics(plant)
+    produce(
+        plant, plant.topics.triggers, [encode(trigger(i), source="t", time=1.0) for i in range(20)]
+    )
+    loop = echo_loop(plant, "g-resume")
+    t = start(loop)
+    wait_for(lambda: loop.stats.records >= 20, 40, "first 20 records to be processed")
+    loop.shutdown.request()
+    t.join(15)
+    assert not t.is_alive()
+
+    produce(
+        plant,
+        plant.topics.triggers,
+        [encode(trigger(i), source="t", time=1.0) for i in range(20, 30)],
+    )
+    loop2 = echo_loop(plant, "g-resume")
+    t2 = start(loop2)
+    wait_for(lambda: loop2.stats.records >= 10, 40, "the 10 new records after restart")
+    time.sleep(1.0)  # a window in which a wrongly re-read record would show up
+    loop2.shutdown.request()
+    t2.join(15)
+    assert loop2.stats.records == 10, "restart must resume after the committed offsets"
+    outs = read(plant, [plant.topics.actions], count=30, timeout_s=30)
+    ids = [decode(m.value(), m.headers(), PartTrigger).part_id for m in outs]
+    assert sorted(ids) == sorted(f"p{i}" for i in range(30))
+
+
+def test_decode_error_type_is_exported() -> None:
+    assert issubclass(EventError, Exception)
+    assert redis.__version__
