@@ -1,0 +1,1 @@
+"""What QA engineers, plant IT and Kubernetes see: CLI views, dashboard, metrics, health."""
