@@ -269,6 +269,11 @@ class ConveyorScene:
             )
         return FrameTruth(index, self.width, self.height, tuple(parts))
 
+    def parts_in_view(self, frame_index: int) -> list[int]:
+        """Ids of parts with any pixel (or shadow) in the frame, however little."""
+        index = frame_index % self.n_frames
+        return [slot.spec.part_id for slot, _, _ in self._visible(index, frozenset())]
+
     def truth(self, frame_index: int, omit: Collection[str] = ()) -> FrameTruth:
         """Ground truth of a frame without rendering its pixels."""
         index = frame_index % self.n_frames

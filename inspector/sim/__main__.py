@@ -1,0 +1,5 @@
+import sys
+
+from inspector.sim.cameras import main
+
+sys.exit(main())
