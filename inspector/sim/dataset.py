@@ -22,7 +22,7 @@ from inspector.sim.truth import CLASS_NAMES, GENERATOR_VERSION, FrameTruth
 
 __all__ = ["write_yolo_dataset", "yolo_label_lines"]
 
-_IMAGES_PER_CLIP = 25  # consecutive frames are near-duplicates: take few per clip
+_IMAGES_PER_CLIP = 12  # consecutive frames are near-duplicates: take few per clip
 _PERIODS_S = (2.5, 3.25, 4.0)  # the longest leaves gaps of empty belt between parts
 _JPEG_QUALITY = 85
 
