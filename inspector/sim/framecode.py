@@ -12,6 +12,8 @@ too little contrast, an ambiguous cell or a CRC mismatch returns ``None`` rather
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -82,7 +84,7 @@ def draw_frame_code(bgr: npt.NDArray[np.uint8], index: int) -> None:
         bgr[cy : cy + cs, cx : cx + cs] = _BLACK
 
 
-def decode_frame_index(bgr: npt.NDArray[np.uint8]) -> int | None:
+def decode_frame_index(bgr: npt.NDArray[Any]) -> int | None:
     """Recover the frame index painted by :func:`draw_frame_code`, or ``None`` if unreadable."""
     if bgr.ndim != 3 or bgr.shape[2] != 3:
         return None

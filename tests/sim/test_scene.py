@@ -16,7 +16,9 @@ SMALL = {"width": 640, "height": 360}
 def _jpeg(bgr: np.ndarray, quality: int = 85) -> np.ndarray:
     ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
     assert ok
-    return cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    out = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    assert out is not None
+    return np.asarray(out, np.uint8)
 
 
 @pytest.fixture(scope="module")
