@@ -111,7 +111,9 @@ def _register_stages() -> None:
 
 
 # One line per stage; each module defines register(app: typer.Typer).
-STAGE_COMMANDS: list[str] = []
+STAGE_COMMANDS: list[str] = [
+    "inspector.act.commands",
+]
 
 _register_stages()
 

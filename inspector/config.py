@@ -12,6 +12,8 @@ environment, which is how secrets stay out of files.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -350,12 +352,24 @@ class WorkflowFilter(Strict):
 
 
 class RetrySettings(Strict):
-    max_attempts: int = Field(8, title="Attempts before dead-lettering", ge=1, le=100)
+    # 20 attempts at the default backoff span ~8 min, so a receiver outage of minutes is
+    # ridden out; the old 8 would have given up after ~1 min of downtime.
+    max_attempts: int = Field(20, title="Attempts before dead-lettering", ge=1, le=1000)
     initial_backoff_s: float = Field(0.5, title="First backoff", gt=0, le=600)
     max_backoff_s: float = Field(30.0, title="Backoff cap", gt=0, le=3600)
     give_up_after_s: float = Field(
-        600.0, title="Stop retrying after this long", description="Then dead-letter.", gt=0
+        600.0,
+        title="Stop retrying after this long",
+        description="Counted from the first attempt; then dead-letter.",
+        gt=0,
+        le=30 * 86400,
     )
+
+    @model_validator(mode="after")
+    def _cap_not_below_start(self) -> RetrySettings:
+        if self.max_backoff_s < self.initial_backoff_s:
+            raise ValueError("max_backoff_s must be at least initial_backoff_s")
+        return self
 
 
 class DivertWorkflow(Strict):
@@ -411,6 +425,14 @@ class MesTicketWorkflow(Strict):
             raw = s.get_secret_value()
             if not raw.startswith("whsec_") or len(raw) < 16:
                 raise ValueError("each secret must be a Standard Webhooks secret 'whsec_<base64>'")
+            try:
+                key = base64.b64decode(raw[len("whsec_") :] + "==", validate=False)
+            except (binascii.Error, ValueError):
+                key = b""
+            if len(key) < 16 or not re.fullmatch(r"[A-Za-z0-9+/]+=*", raw[len("whsec_") :]):
+                raise ValueError(
+                    "each secret must be 'whsec_' + base64 of at least 16 random bytes"
+                )
         return v
 
 
@@ -418,7 +440,11 @@ class NotifyWorkflow(Strict):
     kind: Literal["notify"] = "notify"
     name: Identifier = Field(..., title="Workflow name")
     filter: WorkflowFilter = Field(default_factory=lambda: WorkflowFilter(), title="Filter")
-    topic: str | None = Field(None, title="Kafka topic (default: <prefix>.notifications)")
+    topic: str | None = Field(
+        None,
+        title="Kafka topic (default: <prefix>.notifications)",
+        pattern=r"^[A-Za-z0-9._-]{1,249}$",
+    )
 
 
 Workflow = Annotated[
@@ -429,7 +455,13 @@ Workflow = Annotated[
 
 class ActSettings(Strict):
     group_id: str = Field("inspector-act", title="Consumer group", min_length=1)
-    dedup_ttl_s: int = Field(7 * 86400, title="How long a fired action is remembered", ge=60)
+    dedup_ttl_s: int = Field(
+        7 * 86400, title="How long a fired action is remembered", ge=60, le=90 * 86400
+    )
+    max_batch: int = Field(64, title="Verdicts per consumer batch", ge=1, le=10000)
+    outbox_poll_s: float = Field(
+        0.2, title="How often the webhook sender looks for due deliveries", gt=0, le=60
+    )
 
 
 # --------------------------------------------------------------------------- observe
@@ -510,6 +542,18 @@ class PlantConfig(Strict):
                 if cam not in cams:
                     raise ValueError(
                         f"workflows[{i}] ({wf.name}).filter.cameras: unknown camera {cam!r}"
+                    )
+            # Only classes a line's rules can fail on ever appear in findings, so a
+            # filter naming any other class could never match.
+            scope = [ln for ln in self.lines if not wf.filter.lines or ln.id in wf.filter.lines]
+            known = {c for ln in scope for c in ln.rules.classes} | {
+                f"missing:{r.feature}" for ln in scope for r in ln.rules.required_features
+            }
+            for cls in wf.filter.classes:
+                if cls not in known:
+                    raise ValueError(
+                        f"workflows[{i}] ({wf.name}).filter.classes: class {cls!r} is in no "
+                        f"rules of its lines; known: {sorted(known)}"
                     )
         return self
 

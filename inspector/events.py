@@ -230,8 +230,15 @@ class LineCommand(Payload):
         return self.command_id
 
 
+# queued: a webhook delivery was durably stored in the outbox; fired follows on a 2xx.
 ActionOutcome = Literal[
-    "fired", "retried", "given_up", "suppressed_cooldown", "suppressed_dedup", "suppressed_debounce"
+    "fired",
+    "queued",
+    "retried",
+    "given_up",
+    "suppressed_cooldown",
+    "suppressed_dedup",
+    "suppressed_debounce",
 ]
 
 

@@ -45,6 +45,15 @@ VERDICTS = Counter("inspector_verdicts_total", "Verdicts emitted", ["line", "ver
 DEFECTS = Counter("inspector_defects_total", "Defect findings on FAIL verdicts", ["line", "cls"])
 
 ACTIONS = Counter("inspector_actions_total", "Workflow actions", ["workflow", "outcome"])
+WEBHOOK_OUTBOX = Gauge(
+    "inspector_webhook_outbox", "Webhook deliveries waiting in the durable outbox"
+)
+WEBHOOK_SECONDS = Histogram(
+    "inspector_webhook_seconds",
+    "Webhook request duration, any outcome",
+    ["workflow"],
+    buckets=LATENCY_BUCKETS,
+)
 
 DEAD_LETTERS = Counter(
     "inspector_dead_letters_total", "Records sent to the dead-letter topic", ["stage", "reason"]

@@ -1,0 +1,1 @@
+"""Corrective workflows: verdicts in; line commands, MES tickets and action events out."""

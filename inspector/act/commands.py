@@ -1,0 +1,89 @@
+"""``inspector act``, ``inspector resume`` and ``inspector mes-stub``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from inspector.cli import ConfigOpt, fail, load_or_exit
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("act")
+    def act(
+        config: Path = ConfigOpt,
+        metrics_port: int | None = typer.Option(
+            None,
+            "--metrics-port",
+            help="Port of /metrics /healthz /readyz (default: observe.act_port).",
+        ),
+    ) -> None:
+        """Run the corrective workflows (divert, stop_line, mes_ticket, notify) on verdicts."""
+        from inspector.act.service import run_act
+        from inspector.bus.kafka import ServiceUnavailable, Shutdown, check_broker
+        from inspector.logs import setup_logging
+
+        cfg = load_or_exit(config)
+        setup_logging("act", cfg.observe.log_format)
+        if not cfg.workflows:
+            typer.echo("warning: no workflows configured; act will only count verdicts", err=True)
+        try:
+            check_broker(cfg.kafka)
+            run_act(cfg, Shutdown().install(), metrics_port=metrics_port)
+        except ServiceUnavailable as exc:
+            raise fail(str(exc), 1) from None
+
+    @app.command("resume")
+    def resume(
+        config: Path = ConfigOpt,
+        line: str = typer.Option(..., "--line", "-l", help="Line id to resume."),
+        operator: str = typer.Option("cli", "--operator", help="Who resumes (recorded)."),
+    ) -> None:
+        """Clear the line's stop episode and publish a resume line command."""
+        from inspector.act.service import resume_line
+        from inspector.bus.kafka import DeliveryFailed, ServiceUnavailable, check_broker
+
+        cfg = load_or_exit(config)
+        if line not in [ln.id for ln in cfg.lines]:
+            raise fail(f"unknown line {line!r}; known: {[ln.id for ln in cfg.lines]}")
+        try:
+            check_broker(cfg.kafka)
+            cmd = resume_line(cfg, line, operator=operator)
+        except (ServiceUnavailable, DeliveryFailed) as exc:
+            raise fail(str(exc), 1) from None
+        episodes = cmd.reason.split("episodes ", 1)[1] if "episodes " in cmd.reason else "none"
+        typer.echo(f"resume sent to {line} (command {cmd.command_id}; closed episodes: {episodes})")
+
+    @app.command("mes-stub")
+    def mes_stub(
+        port: int = typer.Option(8099, "--port", help="Port to listen on."),
+        host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
+        secret: list[str] = typer.Option(
+            ..., "--secret", help="whsec_... secret; repeat for key rotation."
+        ),
+    ) -> None:
+        """A local MES stand-in that verifies and records signed tickets (demo, tests)."""
+        from inspector.act.mes_stub import MesStub
+        from inspector.act.signing import secret_key
+        from inspector.bus.kafka import Shutdown
+        from inspector.logs import setup_logging
+
+        for s in secret:
+            try:
+                secret_key(s)
+            except ValueError as exc:
+                raise fail(f"--secret: {exc}") from None
+        setup_logging("mes-stub")
+        shutdown = Shutdown().install()
+        try:
+            stub = MesStub(secrets=secret, host=host, port=port).start()
+        except OSError as exc:
+            raise fail(f"cannot listen on {host}:{port}: {exc.strerror}", 1) from None
+        typer.echo(f"MES stub listening on {stub.url} (GET /stats, POST /control/fail)", err=True)
+        try:
+            while not shutdown.wait(1.0):
+                pass
+        finally:
+            stub.close()
+            typer.echo(f"MES stub stats: {stub.snapshot()}", err=True)
