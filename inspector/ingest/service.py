@@ -1,0 +1,246 @@
+"""The ingest process: readers, publishers, trigger consumer, health endpoint, shutdown.
+
+    camera → CameraReader thread → DropOldestQueue → publisher thread → Kafka (+ Redis)
+                     │ transitions                                   ▲
+                     └──► StatusPublisher → camera-status topic      │ part ids
+                                      PartTagger ◄── trigger StreamLoop ◄── part-triggers
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from confluent_kafka import Producer
+
+from inspector.bus.kafka import Shutdown, check_broker, ensure_topics, make_producer
+from inspector.bus.store import FrameStore, connect
+from inspector.config import PlantConfig
+from inspector.ingest import rtsp
+from inspector.ingest.publisher import FramePublisher, StatusPublisher
+from inspector.ingest.reader import CameraReader
+from inspector.ingest.triggers import PartTagger, trigger_loop
+from inspector.observe.health import HealthServer, Heartbeat, serve_health
+
+log = logging.getLogger(__name__)
+
+SUPERVISE_EVERY_S = 0.25
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+class IngestService:
+    """Start with :meth:`start`, call :meth:`supervise` periodically, end with :meth:`stop`."""
+
+    def __init__(
+        self,
+        cfg: PlantConfig,
+        *,
+        cameras: Sequence[str] | None = None,
+        run_id: str | None = None,
+        metrics_port: int | None = None,
+        triggers: bool = True,
+    ) -> None:
+        self.cfg = cfg
+        self.run_id = run_id or new_run_id()
+        self.metrics_port = cfg.observe.ingest_port if metrics_port is None else metrics_port
+        self.use_triggers = triggers
+        wanted = set(cameras) if cameras else None
+        self.cameras = [
+            (ln.id, cam)
+            for ln in cfg.lines
+            for cam in ln.cameras
+            if wanted is None or cam.id in wanted
+        ]
+        if wanted is not None:
+            unknown = wanted - {c.id for _, c in self.cameras}
+            if unknown:
+                raise KeyError(f"unknown camera ids: {sorted(unknown)}")
+        self.stop_event = threading.Event()
+        self.readers: list[CameraReader] = []
+        self.heartbeat = Heartbeat()
+        self.health: HealthServer | None = None
+        self.store: FrameStore | None = None
+        self.frames_producer: Producer | None = None
+        self.status_producer: Producer | None = None
+        self.status: StatusPublisher | None = None
+        self.publisher: FramePublisher | None = None
+        self.tagger = PartTagger()
+        self._threads: list[threading.Thread] = []
+        self._readers_done = threading.Event()
+        self._poll_stop = threading.Event()
+        self._trigger_shutdown = Shutdown()
+        self._trigger_thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ start
+
+    def start(self) -> IngestService:
+        """Raises ServiceUnavailable (one actionable line) if the broker or Redis is down."""
+        cfg = self.cfg
+        check_broker(cfg.kafka)
+        if cfg.frames.transport == "claim_check":
+            client = connect(cfg.redis)
+            self.store = FrameStore(client, cfg.redis.key_prefix, cfg.frames.claim_ttl_s)
+        t = cfg.topics
+        try:
+            ensure_topics(cfg.kafka, t, [t.frames, t.camera_status, t.triggers, t.dlq])
+        except Exception as exc:  # no create permission is fine if the topics exist
+            log.warning("could not ensure topics", extra={"error": str(exc)})
+        rtsp.configure_ffmpeg()
+        delivery_timeout_ms = int(min(300.0, max(5.0, cfg.frames.max_age_s)) * 1000)
+        # A frame older than max_age_s is judged FAULT anyway: stop retrying it then.
+        timeout: dict[str, Any] = {"message.timeout.ms": delivery_timeout_ms}
+        self.frames_producer = make_producer(
+            cfg.kafka,
+            client_suffix="ingest-frames",
+            linger_ms=5,
+            buffer_messages=cfg.ingest.producer_buffer_frames + 64,
+            **timeout,
+        )
+        self.status_producer = make_producer(cfg.kafka, client_suffix="ingest-status")
+        self.status = StatusPublisher(cfg, self.status_producer, self.run_id)
+        self.publisher = FramePublisher(
+            cfg,
+            self.frames_producer,
+            self.store,
+            self.run_id,
+            part_for=self.tagger.part_for if self.use_triggers else None,
+        )
+        self._start_thread("kafka-poll", self._poll_loop)
+        if self.use_triggers:
+            loop = trigger_loop(cfg, self.tagger, self._trigger_shutdown, self.run_id)
+            self._trigger_thread = threading.Thread(
+                target=self._run_trigger_loop, args=(loop,), name="triggers", daemon=True
+            )
+            self._trigger_thread.start()
+        for line_id, cam in self.cameras:
+            reader = CameraReader(cam, line_id, cfg.ingest, self.status, self.stop_event)
+            self.readers.append(reader)
+            self._start_thread(f"publish-{cam.id}", self._publish_loop, reader)
+            reader.start()
+        checks = {"broker": self._broker_ready}
+        if self.store is not None:
+            checks["redis"] = self._redis_ready
+        self.health = serve_health(
+            cfg.observe.metrics_host, self.metrics_port, self.heartbeat, checks
+        )
+        log.info(
+            "ingest started",
+            extra={
+                "run_id": self.run_id,
+                "cameras": len(self.readers),
+                "transport": cfg.frames.transport,
+                "metrics_port": self.health.port if self.health else None,
+            },
+        )
+        return self
+
+    def _start_thread(self, name: str, target: object, *args: object) -> None:
+        th = threading.Thread(target=target, args=args, name=name, daemon=True)  # type: ignore[arg-type]
+        th.start()
+        self._threads.append(th)
+
+    def _run_trigger_loop(self, loop: object) -> None:
+        from inspector.bus.loop import StreamLoop
+
+        assert isinstance(loop, StreamLoop)
+        try:
+            loop.run()
+        except Exception:
+            log.exception("part-trigger consumer stopped; frames go untagged")
+
+    def _broker_ready(self) -> bool:
+        assert self.frames_producer is not None
+        self.frames_producer.list_topics(self.cfg.topics.frames, timeout=1.0)
+        return True
+
+    def _redis_ready(self) -> bool:
+        assert self.store is not None
+        return bool(self.store.client.ping())
+
+    # ------------------------------------------------------------------ loops
+
+    def _poll_loop(self) -> None:
+        assert self.frames_producer is not None and self.status_producer is not None
+        while not self._poll_stop.is_set():
+            self.frames_producer.poll(0.05)
+            self.status_producer.poll(0)
+
+    def _publish_loop(self, reader: CameraReader) -> None:
+        assert self.publisher is not None
+        while True:
+            frame = reader.queue.get(0.2)
+            if frame is None:
+                if self._readers_done.is_set():
+                    return
+                continue
+            try:
+                self.publisher.publish(reader, frame)
+            except Exception:  # one bad frame must not end the camera's publishing
+                log.exception("frame not published", extra={"camera": reader.camera.id})
+                reader.drop("publish_error")
+
+    def supervise(self) -> None:
+        for reader in self.readers:
+            reader.check_stall()
+        self.heartbeat.beat()
+
+    # ------------------------------------------------------------------ stop
+
+    def stop(self) -> None:
+        """Stop readers, publish what they queued, flush, close. Idempotent."""
+        self.stop_event.set()
+        join_s = (self.cfg.ingest.open_timeout_ms + self.cfg.ingest.read_timeout_ms) / 1000 + 3
+        deadline = time.monotonic() + join_s
+        for reader in self.readers:
+            if reader.is_alive():
+                reader.join(max(0.1, deadline - time.monotonic()))
+        self._readers_done.set()
+        for th in self._threads:
+            if th.name.startswith("publish-"):
+                th.join(10)
+        self._poll_stop.set()
+        for th in self._threads:
+            th.join(2)
+        left = 0
+        for p in (self.frames_producer, self.status_producer):
+            if p is not None:
+                left += p.flush(10)
+        self._trigger_shutdown.request()
+        if self._trigger_thread is not None:
+            self._trigger_thread.join(10)
+        if self.health is not None:
+            self.health.close()
+            self.health = None
+        log.info("ingest stopped", extra={"run_id": self.run_id, "unflushed": left})
+
+
+def run_ingest(
+    cfg: PlantConfig,
+    shutdown: Shutdown,
+    *,
+    cameras: Sequence[str] | None = None,
+    metrics_port: int | None = None,
+    run_id: str | None = None,
+    triggers: bool = True,
+) -> IngestService:
+    """Run until ``shutdown`` is requested; return the stopped service (for its stats).
+
+    Raises ServiceUnavailable at start-up if the broker or Redis cannot be reached.
+    """
+    service = IngestService(
+        cfg, cameras=cameras, run_id=run_id, metrics_port=metrics_port, triggers=triggers
+    )
+    try:
+        service.start()
+        while not shutdown.wait(SUPERVISE_EVERY_S):
+            service.supervise()
+    finally:
+        service.stop()
+    return service
