@@ -112,6 +112,7 @@ def _register_stages() -> None:
 
 # One line per stage; each module defines register(app: typer.Typer).
 STAGE_COMMANDS: list[str] = [
+    "inspector.ingest.commands",
     "inspector.act.commands",
 ]
 
