@@ -7,7 +7,6 @@ exposes ``register(app)``); heavy imports stay inside the commands so
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
@@ -113,10 +112,9 @@ def _register_stages() -> None:
 # One line per stage; each module defines register(app: typer.Typer).
 STAGE_COMMANDS: list[str] = [
     "inspector.ingest.commands",
+    "inspector.detect.commands",
     "inspector.act.commands",
+    "inspector.observe.commands",
 ]
 
 _register_stages()
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())

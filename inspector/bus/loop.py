@@ -77,6 +77,8 @@ class StreamLoop(Generic[T]):
         retry_initial_s: float = 0.2,
         retry_max_s: float = 5.0,
         on_idle: Callable[[], None] | None = None,
+        after_commit: Callable[[], None] | None = None,
+        idle_poll_s: float = 0.2,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
@@ -92,6 +94,8 @@ class StreamLoop(Generic[T]):
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
         self.on_idle = on_idle
+        self.after_commit = after_commit
+        self.idle_poll_s = idle_poll_s
         self.tracker = DeliveryTracker()
         self.dlq = DeadLetters(producer, dlq_topic, stage, self.tracker, max_message_bytes)
         self.stats = LoopStats()
@@ -115,9 +119,14 @@ class StreamLoop(Generic[T]):
         log.info("partitions revoked", extra={"stage": self.stage, "partitions": len(parts)})
 
     def _poll(self) -> list[Message]:
-        msgs = self.consumer.consume(
-            self.max_batch, self.max_wait_s if self.max_wait_s > 0 else 0.05
-        )
+        # Block only for the first record; then top the batch up for at most max_wait_s,
+        # so a lone frame is never held back waiting for company (batch 1 stays fast).
+        first = self.consumer.poll(self.idle_poll_s)
+        if first is None:
+            return []
+        msgs = [first]
+        if self.max_batch > 1:
+            msgs += self.consumer.consume(self.max_batch - 1, self.max_wait_s)
         out = []
         for m in msgs:
             err = m.error()
@@ -220,6 +229,8 @@ class StreamLoop(Generic[T]):
                 log.warning("commit failed", extra={"stage": self.stage, "error": str(exc)})
         self.stats.batches += 1
         self.stats.records += len(msgs)
+        if self.after_commit:
+            self.after_commit()
 
     def close(self) -> None:
         try:

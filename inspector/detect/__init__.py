@@ -1,0 +1,1 @@
+"""Detection workers: the shipped YOLO model, per-line rules, verdict events."""

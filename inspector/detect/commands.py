@@ -1,0 +1,111 @@
+"""CLI commands of the detect stage: ``worker``, ``train``."""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("worker")(worker_cmd)
+    app.command("train")(train_cmd)
+
+
+def worker_cmd(
+    config: Path = typer.Option(..., "--config", "-c", help="Plant config YAML."),
+    metrics_port: int | None = typer.Option(
+        None, "--metrics-port", help="Override observe.worker_port (0 = off)."
+    ),
+) -> None:
+    """Run a detection worker (one member of the consumer group)."""
+    from inspector.cli import load_or_exit
+    from inspector.detect.model import ModelError
+    from inspector.detect.worker import run_worker
+    from inspector.logs import setup_logging
+
+    cfg = load_or_exit(config)
+    setup_logging("worker", cfg.observe.log_format)
+    try:
+        code = run_worker(cfg, metrics_port=metrics_port)
+    except ModelError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
+
+
+def train_cmd(
+    out: Path = typer.Option(..., "--out", help="Directory for model.pt, model.onnx, card."),
+    data: Path | None = typer.Option(None, "--data", help="Ultralytics data.yaml (your dataset)."),
+    from_scratch: bool = typer.Option(
+        False, "--from-scratch", help="Generate the simulator's dataset and train from a yaml."
+    ),
+    weights: str | None = typer.Option(
+        None, "--weights", help="Fine-tune from this .pt (transfer learning)."
+    ),
+    base: str = typer.Option("yolov8n.yaml", "--base", help="Model yaml when not fine-tuning."),
+    imgsz: int = typer.Option(320, "--imgsz"),
+    epochs: int = typer.Option(60, "--epochs"),
+    time_hours: float | None = typer.Option(
+        None, "--time-hours", help="Wall-clock budget; the LR schedule fits into it."
+    ),
+    batch: int = typer.Option(16, "--batch"),
+    n_train: int = typer.Option(800, "--n-train", help="Images generated (--from-scratch)."),
+    n_val: int = typer.Option(160, "--n-val"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Train (or fine-tune) a defect detector offline, export ONNX, write its card."""
+    from inspector.detect import train as tr
+
+    if (data is None) == (not from_scratch):
+        raise typer.BadParameter("give exactly one of --data or --from-scratch")
+    out.mkdir(parents=True, exist_ok=True)
+    gen_version = None
+    if from_scratch:
+        from inspector.sim import GENERATOR_VERSION
+
+        gen_version = GENERATOR_VERSION
+        data = tr.generate_sim_dataset(out.parent / f"{out.name}-dataset", n_train, n_val, seed)
+    assert data is not None
+    t0 = time.time()
+    result = tr.train(
+        data,
+        out,
+        base=weights or base,
+        imgsz=imgsz,
+        epochs=epochs,
+        time_hours=time_hours,
+        batch=batch,
+        seed=seed,
+    )
+    import ultralytics
+
+    card = {
+        "architecture": Path(weights or base).stem,
+        "fine_tuned_from": weights,
+        "imgsz": imgsz,
+        "epochs_requested": epochs,
+        "time_hours": time_hours,
+        "batch": batch,
+        "seed": seed,
+        "dataset": {
+            "data_yaml": str(data),
+            "n_train": n_train,
+            "n_val": n_val,
+            "generator_version": gen_version,
+        },
+        "ultralytics": ultralytics.__version__,
+        "python": platform.python_version(),
+        "train_seconds": round(time.time() - t0),
+        "validation": result.metrics,
+        "sha256": {
+            "model.onnx": tr.sha256_file(result.onnx),
+            "model.pt": tr.sha256_file(result.pt),
+        },
+        "command": "inspector " + " ".join(sys.argv[1:]),
+    }
+    path = tr.write_card_json(out, card)
+    typer.echo(f"model: {result.onnx} ({result.metrics['mAP50']} mAP50); card: {path}")

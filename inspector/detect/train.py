@@ -1,0 +1,158 @@
+"""``inspector train``: Ultralytics train → val → ONNX export → model card, fully offline.
+
+No pretrained weights are reachable on a plant network (nor here), so training starts
+from a model yaml (``--from-scratch``) or fine-tunes a ``.pt`` the user brings
+(``--weights``). Every setting that would make Ultralytics reach the internet is
+switched off before it is imported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+def offline_ultralytics(config_dir: Path) -> None:
+    """Make Ultralytics work with no network: no hub, no font download, no pip installs."""
+    config_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "0")
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(config_dir))
+    os.environ.setdefault("YOLO_VERBOSE", "False")
+    # Training plots ask for Arial.ttf from the network even offline; any TTF will do.
+    font_dir = Path(os.environ["YOLO_CONFIG_DIR"]) / "Ultralytics"
+    font_dir.mkdir(parents=True, exist_ok=True)
+    target = font_dir / "Arial.ttf"
+    if not target.exists():
+        import matplotlib
+
+        src = Path(matplotlib.__file__).parent / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
+        shutil.copyfile(src, target)
+    from ultralytics.utils import SETTINGS
+
+    SETTINGS.update({"sync": False})
+
+
+def default_config_dir() -> Path:
+    return (
+        Path(os.environ.get("INSPECTOR_CACHE_DIR", Path.home() / ".cache" / "inspector")) / "yolo"
+    )
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class TrainResult:
+    pt: Path
+    onnx: Path
+    metrics: dict[str, Any]
+
+
+def train(
+    data_yaml: Path,
+    out_dir: Path,
+    *,
+    base: str = "yolov8n.yaml",
+    imgsz: int = 320,
+    epochs: int = 60,
+    time_hours: float | None = None,
+    batch: int = 16,
+    seed: int = 0,
+    workers: int = 2,
+    threads: int | None = None,
+    patience: int = 100,
+) -> TrainResult:
+    offline_ultralytics(default_config_dir())
+    import ultralytics.utils.torch_utils as tu
+    from ultralytics import YOLO
+
+    # Ultralytics pins itself to one CPU thread; training on CPU wants every core.
+    tu.NUM_THREADS = threads or os.cpu_count() or 1
+    import torch
+
+    torch.set_num_threads(tu.NUM_THREADS)
+    out_dir = out_dir.resolve()
+    run_dir = out_dir / "run"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    model = YOLO(base)
+    kwargs: dict[str, Any] = dict(
+        data=str(data_yaml),
+        imgsz=imgsz,
+        epochs=epochs,
+        batch=batch,
+        seed=seed,
+        deterministic=True,
+        workers=workers,
+        device="cuda:0" if torch.cuda.is_available() else "cpu",
+        amp=False,
+        plots=False,
+        patience=patience,
+        project=str(out_dir),
+        name="run",
+        exist_ok=True,
+        cache="ram",
+        verbose=False,
+    )
+    if time_hours:
+        kwargs["time"] = time_hours
+    model.train(**kwargs)
+    best = run_dir / "weights" / "best.pt"
+    return finish(best, data_yaml, out_dir, imgsz=imgsz)
+
+
+def finish(best: Path, data_yaml: Path, out_dir: Path, *, imgsz: int) -> TrainResult:
+    """Validate the best weights, export ONNX next to them, return per-class metrics."""
+    from ultralytics import YOLO
+
+    pt = out_dir / "model.pt"
+    shutil.copyfile(best, pt)
+    model = YOLO(str(pt))
+    val = model.val(data=str(data_yaml), imgsz=imgsz, batch=8, plots=False, verbose=False)
+    names = model.names
+    per_class = {}
+    for i, c in enumerate(val.box.ap_class_index):
+        p, r, ap50, ap = val.box.class_result(i)
+        per_class[names[int(c)]] = {
+            "precision": round(float(p), 4),
+            "recall": round(float(r), 4),
+            "mAP50": round(float(ap50), 4),
+            "mAP50-95": round(float(ap), 4),
+        }
+    metrics = {
+        "mAP50": round(float(val.box.map50), 4),
+        "mAP50-95": round(float(val.box.map), 4),
+        "per_class": per_class,
+    }
+    exported = Path(model.export(format="onnx", imgsz=imgsz, dynamic=True, simplify=False))
+    onnx = out_dir / "model.onnx"
+    if exported != onnx:
+        shutil.move(str(exported), onnx)
+    return TrainResult(pt=pt, onnx=onnx, metrics=metrics)
+
+
+def write_card_json(out_dir: Path, info: dict[str, Any]) -> Path:
+    path = out_dir / "card.json"
+    path.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def generate_sim_dataset(out: Path, n_train: int, n_val: int, seed: int) -> Path:
+    from inspector.sim import write_yolo_dataset
+
+    t0 = time.time()
+    data = write_yolo_dataset(out, n_train, n_val, seed=seed)
+    print(f"dataset: {n_train}+{n_val} images in {time.time() - t0:.0f}s at {out}", flush=True)
+    return data

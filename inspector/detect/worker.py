@@ -1,0 +1,518 @@
+"""``inspector worker``: frames topic → model → line rules → verdicts (+ defects).
+
+One member of the ``worker.group_id`` consumer group; scale out by starting more
+(up to the frames topic's partition count). Per micro-batch:
+
+1. fetch claim-check JPEGs from Redis in one round trip;
+2. decode and vet every frame — anything untrustworthy is FAULT, never PASS;
+3. run the model once over the batch (frames of every camera together);
+4. apply each frame's line rules, emit one verdict per frame (and a defect event per
+   FAIL), keep FAIL frames as evidence;
+5. the loop commits offsets only after all of it was acknowledged (or inside a Kafka
+   transaction with ``exactly_once``).
+
+Verdict ids derive from the frame id, so a redelivery after a crash yields the
+identical verdict and downstream consumers recognise it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+import orjson
+from confluent_kafka import Message
+
+from inspector.bus.kafka import make_consumer, make_producer
+from inspector.bus.loop import RetryLater, StreamLoop
+from inspector.bus.store import FrameStore, StoreUnavailable, connect
+from inspector.config import CameraSettings, LineSettings, PlantConfig
+from inspector.detect.model import Detector, load_detector
+from inspector.detect.rules import CompiledRules, Judgement, image_is_uniform
+from inspector.events import (
+    DefectEvent,
+    Detection,
+    FrameMeta,
+    Timings,
+    VerdictEvent,
+    ce_headers,
+    decode_frame,
+    deterministic_id,
+    encode,
+    verdict_id_for,
+)
+from inspector.metrics import (
+    BATCH_SIZE,
+    CAPTURE_TO_VERDICT,
+    DEFECTS,
+    INFERENCE_SECONDS,
+    VERDICTS,
+)
+
+log = logging.getLogger(__name__)
+SOURCE = "inspector/detect"
+
+
+@dataclass
+class FrameJob:
+    msg: Message
+    meta: FrameMeta
+    jpeg: bytes | None  # inline bytes, or fetched from the claim-check
+    image: np.ndarray | None = None
+    scale: int = 1  # the JPEG was decoded at 1/scale (DCT scaling)
+    fault: tuple[str, str] | None = None  # (rule, reason)
+    detections: list[Detection] | None = None
+
+
+def decode_scale(width: int, height: int, imgsz: int) -> int:
+    """Largest JPEG DCT downscale (1, 2, 4, 8) that still leaves the model its full input.
+
+    Decoding a 1280x720 JPEG at 1/4 costs a fraction of a full decode, and the
+    letterbox would shrink it to 320 px anyway.
+    """
+    for s in (8, 4, 2):
+        if width % s == 0 and height % s == 0 and max(width, height) // s >= imgsz:
+            return s
+    return 1
+
+
+_REDUCED = {
+    1: cv2.IMREAD_COLOR,
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+}
+
+
+def decode_jpeg(data: bytes, scale: int = 1) -> np.ndarray | None:
+    buf = np.frombuffer(data, dtype=np.uint8)
+    img = cv2.imdecode(buf, _REDUCED[scale])
+    return img if img is not None and img.size else None
+
+
+def scale_detections(dets: list[Detection], scale: int) -> list[Detection]:
+    if scale == 1:
+        return dets
+    return [
+        d.model_copy(
+            update={
+                "box": d.box.model_copy(
+                    update={
+                        "x1": round(d.box.x1 * scale, 2),
+                        "y1": round(d.box.y1 * scale, 2),
+                        "x2": round(d.box.x2 * scale, 2),
+                        "y2": round(d.box.y2 * scale, 2),
+                    }
+                )
+            }
+        )
+        for d in dets
+    ]
+
+
+def annotate(image: np.ndarray, judgement: Judgement, dets: list[Detection]) -> np.ndarray:
+    """Evidence for humans: every detection thin, failing findings thick and red."""
+    out = image.copy()
+    for d in dets:
+        b = d.box
+        cv2.rectangle(out, (int(b.x1), int(b.y1)), (int(b.x2), int(b.y2)), (200, 200, 200), 1)
+    for f in judgement.findings:
+        if f.box is None:
+            continue
+        b = f.box
+        p1, p2 = (int(b.x1), int(b.y1)), (int(b.x2), int(b.y2))
+        cv2.rectangle(out, p1, p2, (0, 0, 255), 3)
+        label = f"{f.cls} {f.score:.2f}"
+        (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 2)
+        y = max(p1[1] - 6, th + 4)
+        cv2.rectangle(out, (p1[0], y - th - 4), (p1[0] + tw + 4, y + 2), (0, 0, 255), -1)
+        cv2.putText(
+            out,
+            label,
+            (p1[0] + 2, y - 2),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.6,
+            (255, 255, 255),
+            2,
+            cv2.LINE_AA,
+        )
+    return out
+
+
+class DetectWorker:
+    """Holds the model, the rules and the Redis store; processes batches for StreamLoop."""
+
+    def __init__(self, cfg: PlantConfig, detector: Detector, store: FrameStore) -> None:
+        self.cfg = cfg
+        self.detector = detector
+        self.store = store
+        self.model_ref = detector.info.ref()
+        self.rules = {ln.id: CompiledRules(ln.rules) for ln in cfg.lines}
+        self.cameras: dict[str, tuple[LineSettings, CameraSettings]] = {
+            c.id: (ln, c) for ln in cfg.lines for c in ln.cameras
+        }
+        self.loop: StreamLoop[tuple[FrameMeta, bytes | None]] | None = None
+        self.producer: Any = None
+        self.processed = 0
+
+    # ---------------------------------------------------------------- vetting
+
+    def vet(self, job: FrameJob, now: float) -> None:
+        """Decide FAULT before inference: a frame we cannot trust is never PASS."""
+        m = job.meta
+        known = self.cameras.get(m.camera_id)
+        if known is None:
+            job.fault = (
+                "fault:unknown_camera",
+                f"camera {m.camera_id!r} is not in the plant config",
+            )
+            return
+        line, cam = known
+        if line.id != m.line_id:
+            job.fault = (
+                "fault:wrong_line",
+                f"camera {m.camera_id} belongs to {line.id}, not {m.line_id}",
+            )
+            return
+        if job.jpeg is None:
+            job.fault = ("fault:claim_expired", f"claim-check {m.claim_key} expired or missing")
+            return
+        age = now - m.captured_at
+        if age > self.cfg.frames.max_age_s:
+            job.fault = (
+                "fault:stale",
+                f"frame is {age:.1f}s old (max {self.cfg.frames.max_age_s}s)",
+            )
+            return
+        if (m.width, m.height) != (cam.width, cam.height):
+            job.fault = (
+                "fault:wrong_size",
+                f"frame {m.width}x{m.height}, camera configured {cam.width}x{cam.height}",
+            )
+            return
+        scale = decode_scale(m.width, m.height, self.detector.info.imgsz)
+        img = decode_jpeg(job.jpeg, scale)
+        if img is None:
+            job.fault = ("fault:undecodable", f"JPEG of {len(job.jpeg)} bytes does not decode")
+            return
+        h, w = img.shape[:2]
+        if (w * scale, h * scale) != (m.width, m.height):
+            job.fault = (
+                "fault:wrong_size",
+                f"JPEG is {w * scale}x{h * scale}, message says {m.width}x{m.height}",
+            )
+            return
+        small = cv2.resize(img, (64, 36), interpolation=cv2.INTER_AREA)
+        if image_is_uniform(
+            np.asarray(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), np.uint8), line.rules.min_image_std
+        ):
+            job.fault = ("fault:uniform_image", "image is near-uniform (black, grey or blown out)")
+            return
+        job.image, job.scale = img, scale
+
+    # ---------------------------------------------------------------- batch
+
+    def fetch(self, jobs: list[FrameJob]) -> dict[str, bytes]:
+        """One Redis round trip: claim-check JPEGs, and verdicts already decided.
+
+        A frame redelivered after a crash or a rebalance finds its verdict here and is
+        re-emitted byte for byte instead of being judged a second time.
+        """
+        need = [j for j in jobs if j.jpeg is None and j.meta.claim_key]
+        vkeys = [self.verdict_key(j.meta.frame_id) for j in jobs]
+        data = self.store.get_many([j.meta.claim_key or "" for j in need] + vkeys)
+        for j, d in zip(need, data[: len(need)], strict=True):
+            j.jpeg = d
+        return {k: v for k, v in zip(vkeys, data[len(need) :], strict=True) if v is not None}
+
+    def verdict_key(self, frame_id: str) -> str:
+        return self.store.key(verdict_id_for(frame_id), "verdict")
+
+    def handle(self, batch: list[tuple[Message, tuple[FrameMeta, bytes | None]]]) -> None:
+        jobs = [FrameJob(msg=m, meta=meta, jpeg=jpeg) for m, (meta, jpeg) in batch]
+        try:
+            decided = self.fetch(jobs)
+        except StoreUnavailable as exc:
+            raise RetryLater(str(exc)) from None
+        todo = [j for j in jobs if self.verdict_key(j.meta.frame_id) not in decided]
+        now = time.time()
+        for j in todo:
+            self.vet(j, now)
+        ok = [j for j in todo if j.image is not None]
+        t0 = time.time()
+        if ok:
+            dets = self.detector.detect([j.image for j in ok if j.image is not None])
+            for j, d in zip(ok, dets, strict=True):
+                j.detections = scale_detections(d, j.scale)
+        t1 = time.time()
+        if ok:
+            INFERENCE_SECONDS.labels(self.model_ref.name).observe(t1 - t0)
+            BATCH_SIZE.observe(len(ok))
+        self.emit(jobs, decided, t0, t1)
+
+    def judge(self, j: FrameJob, t0: float, t1: float, pipe: Any) -> VerdictEvent:
+        m = j.meta
+        if j.fault is not None or j.detections is None:
+            rule, reason = j.fault or ("fault:unknown", "no detections")
+            judgement = Judgement("FAULT", rule, reason)
+            dets: list[Detection] = []
+        else:
+            dets = j.detections
+            judgement = self.rules[m.line_id].judge(dets, m.width, m.height)
+        evidence_key = annotated_key = None
+        if judgement.verdict == "FAIL":
+            evidence_key, annotated_key = self.keep_evidence(
+                j, judgement, dets, pipe, self.cfg.frames.evidence_ttl_s
+            )
+        elif m.storage == "redis":
+            evidence_key = m.claim_key
+        inferred = j.detections is not None
+        return VerdictEvent(
+            verdict_id=verdict_id_for(m.frame_id),
+            frame_id=m.frame_id,
+            camera_id=m.camera_id,
+            line_id=m.line_id,
+            seq=m.seq,
+            part_id=m.part_id,
+            verdict=judgement.verdict,
+            rule=judgement.rule,
+            reason=judgement.reason,
+            findings=judgement.findings,
+            detections=dets,
+            model=self.model_ref,
+            timings=Timings(
+                captured_at=m.captured_at,
+                ingested_at=m.ingested_at,
+                infer_start=round(t0, 6) if inferred else None,
+                infer_end=round(t1, 6) if inferred else None,
+                emitted_at=round(time.time(), 6),
+            ),
+            evidence_key=evidence_key,
+            annotated_key=annotated_key,
+        )
+
+    def emit(self, jobs: list[FrameJob], decided: dict[str, bytes], t0: float, t1: float) -> None:
+        assert self.loop is not None
+        pipe = self.store.client.pipeline(transaction=False)
+        fresh: list[tuple[FrameJob, bytes, int]] = []
+        for j in jobs:
+            if self.verdict_key(j.meta.frame_id) in decided:
+                continue
+            v = self.judge(j, t0, t1, pipe)
+            value = verdict_json(v)
+            fs = self.cfg.frames
+            ttl = fs.evidence_ttl_s if v.verdict == "FAIL" else fs.claim_ttl_s
+            # SET NX GET: the first verdict stored for a frame is the canonical one, even
+            # when a zombie worker judges the same frame concurrently.
+            fresh.append((j, value, len(pipe)))
+            pipe.set(self.verdict_key(j.meta.frame_id), value, ex=ttl, nx=True, get=True)
+        try:
+            results = pipe.execute() if len(pipe) else []
+        except Exception as exc:  # redis errors: the batch is redone, ids are deterministic
+            raise RetryLater(f"Redis write failed: {exc}") from None
+        canonical: dict[str, bytes] = dict(decided)
+        for j, value, idx in fresh:
+            old = results[idx]
+            canonical[self.verdict_key(j.meta.frame_id)] = old if isinstance(old, bytes) else value
+        emitted = []
+        for j in jobs:
+            value = canonical[self.verdict_key(j.meta.frame_id)]
+            v = VerdictEvent.model_validate(orjson.loads(value))
+            self.produce_verdict(j.meta, v, value)
+            emitted.append(v)
+        self.after_emit(emitted)
+
+    def produce_verdict(self, m: FrameMeta, v: VerdictEvent, value: bytes) -> None:
+        assert self.loop is not None
+        tracker = self.loop.tracker
+        topics = self.cfg.topics
+        headers = ce_headers(v, source=SOURCE, time=v.timings.emitted_at)
+        tp = child_traceparent(m.traceparent)
+        if tp:
+            headers.append(("traceparent", tp.encode()))
+        key = m.camera_id.encode()
+        self.producer.produce(
+            topics.verdicts, value=value, key=key, headers=headers, on_delivery=tracker
+        )
+        if v.verdict == "FAIL":
+            d = DefectEvent(
+                defect_id=deterministic_id("defect", v.verdict_id),
+                verdict_id=v.verdict_id,
+                frame_id=v.frame_id,
+                camera_id=v.camera_id,
+                line_id=v.line_id,
+                seq=v.seq,
+                part_id=v.part_id,
+                findings=v.findings,
+                captured_at=v.timings.captured_at,
+                evidence_key=v.evidence_key,
+                annotated_key=v.annotated_key,
+            )
+            dv, dh = encode(d, source=SOURCE, time=v.timings.emitted_at)
+            if tp:
+                dh.append(("traceparent", tp.encode()))
+            self.producer.produce(
+                topics.defects, value=dv, key=key, headers=dh, on_delivery=tracker
+            )
+
+    def keep_evidence(
+        self, j: FrameJob, judgement: Judgement, dets: list[Detection], pipe: Any, ttl: int
+    ) -> tuple[str | None, str | None]:
+        m = j.meta
+        if m.storage == "redis" and m.claim_key:
+            pipe.expire(m.claim_key, ttl)
+            evidence_key: str | None = m.claim_key
+        else:
+            evidence_key = self.store.key(m.frame_id, "evidence")
+            pipe.set(evidence_key, j.jpeg, ex=ttl)
+        annotated_key = None
+        if self.cfg.worker.annotate_evidence and j.jpeg is not None:
+            full = decode_jpeg(j.jpeg, 1)
+            if full is not None:
+                ok, buf = cv2.imencode(
+                    ".jpg", annotate(full, judgement, dets), [cv2.IMWRITE_JPEG_QUALITY, 85]
+                )
+                if ok:
+                    annotated_key = self.store.key(m.frame_id, "annotated")
+                    pipe.set(annotated_key, buf.tobytes(), ex=ttl)
+        return evidence_key, annotated_key
+
+    def after_emit(self, emitted: list[VerdictEvent]) -> None:
+        # Latency is observed once the loop flushed; here we record what was emitted.
+        self._pending_latency = emitted
+        for v in emitted:
+            VERDICTS.labels(v.line_id, v.verdict).inc()
+            for f in v.findings:
+                DEFECTS.labels(v.line_id, f.cls).inc()
+        self.processed += len(emitted)
+
+    def observe_latency(self) -> None:
+        now = time.time()
+        for v in getattr(self, "_pending_latency", []):
+            CAPTURE_TO_VERDICT.labels(v.line_id).observe(now - v.timings.captured_at)
+        self._pending_latency = []
+
+
+def child_traceparent(parent: str | None) -> str | None:
+    """Same trace, new span id: the verdict is a child of the frame's span (W3C)."""
+    if not parent:
+        return None
+    parts = parent.split("-")
+    if len(parts) != 4 or len(parts[1]) != 32:
+        return None
+    return f"{parts[0]}-{parts[1]}-{os.urandom(8).hex()}-{parts[3]}"
+
+
+def decode_frame_message(msg: Message) -> tuple[FrameMeta, bytes | None]:
+    return decode_frame(msg.value(), msg.headers())
+
+
+def transactional_id(cfg: PlantConfig) -> str:
+    # Stable per instance (pod name on Kubernetes) so a restarted worker fences its zombie.
+    instance = os.environ.get("INSPECTOR_INSTANCE_ID") or socket.gethostname()
+    return f"{cfg.worker.group_id}-{instance}"
+
+
+def build_worker(
+    cfg: PlantConfig, *, detector: Detector | None = None, shutdown: Any = None
+) -> tuple[DetectWorker, StreamLoop[tuple[FrameMeta, bytes | None]]]:
+    """Composition root of the detect stage (used by the CLI, the demo and the tests)."""
+    client = connect(cfg.redis)
+    store = FrameStore(client, cfg.redis.key_prefix, cfg.frames.claim_ttl_s)
+    det = detector or load_detector(cfg.model)
+    worker = DetectWorker(cfg, det, store)
+    eos = cfg.worker.exactly_once
+    producer = make_producer(
+        cfg.kafka,
+        client_suffix="detect",
+        linger_ms=1.0,
+        transactional_id=transactional_id(cfg) if eos else None,
+    )
+    consumer = make_consumer(
+        cfg.kafka,
+        cfg.worker.group_id,
+        client_suffix="detect",
+        isolation_level="read_committed" if eos else None,
+    )
+    loop: StreamLoop[tuple[FrameMeta, bytes | None]] = StreamLoop(
+        consumer=consumer,
+        producer=producer,
+        topics=[cfg.topics.frames],
+        dlq_topic=cfg.topics.dlq,
+        stage="detect",
+        decode=decode_frame_message,
+        handle=worker.handle,
+        max_batch=cfg.worker.max_batch,
+        max_wait_s=cfg.worker.max_wait_ms / 1000.0,
+        max_message_bytes=cfg.kafka.message_max_bytes,
+        transactional=eos,
+        shutdown=shutdown,
+        after_commit=worker.observe_latency,
+    )
+    worker.loop = loop
+    worker.producer = producer
+    return worker, loop
+
+
+def verdict_json(v: VerdictEvent) -> bytes:
+    return orjson.dumps(v.model_dump(mode="json", exclude_none=True))
+
+
+def run_worker(cfg: PlantConfig, *, metrics_port: int | None = None, shutdown: Any = None) -> int:
+    """Run one worker until SIGTERM/SIGINT; return the process exit code."""
+    from inspector.bus.kafka import ServiceUnavailable, Shutdown, check_broker
+    from inspector.observe.health import Heartbeat, serve_health
+
+    shutdown = shutdown or Shutdown().install()
+    try:
+        check_broker(cfg.kafka)
+        worker, loop = build_worker(cfg, shutdown=shutdown)
+    except ServiceUnavailable as exc:
+        log.error(str(exc))
+        return 1
+    beat = Heartbeat()
+    port = cfg.observe.worker_port if metrics_port is None else metrics_port
+
+    def ready_redis() -> bool:
+        return bool(worker.store.client.ping())
+
+    health = serve_health(
+        cfg.observe.metrics_host,
+        port,
+        beat,
+        {
+            "kafka": lambda: bool(loop.assigned) or loop.stats.last_progress > 0,
+            "redis": ready_redis,
+            "model": lambda: worker.detector is not None,
+        },
+    )
+    loop.on_idle = beat.beat
+
+    def after_commit() -> None:
+        beat.beat()
+        worker.observe_latency()
+
+    loop.after_commit = after_commit
+    log.info(
+        "worker started",
+        extra={
+            "group": cfg.worker.group_id,
+            "model": worker.model_ref.name,
+            "metrics_port": health.port if health else None,
+        },
+    )
+    try:
+        stats = loop.run()
+    finally:
+        if health:
+            health.close()
+    log.info(
+        "worker stopped", extra={"records": stats.records, "dead_lettered": stats.dead_lettered}
+    )
+    return 0

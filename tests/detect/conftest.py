@@ -1,0 +1,147 @@
+"""Fixtures for the detect stage: sim frames published like ingest does, a worker thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from inspector.bus.kafka import make_producer
+from inspector.bus.store import FrameStore, connect
+from inspector.config import PlantConfig
+from inspector.detect.model import Detector, load_detector
+from inspector.detect.worker import DetectWorker, build_worker
+from inspector.events import FrameMeta, encode_frame
+from inspector.sim import ConveyorScene, SceneConfig
+from tests.helpers import create_topics
+
+W, H = 640, 360
+
+
+@pytest.fixture(scope="session")
+def detector() -> Detector:
+    from inspector.config import ModelSettings
+
+    return load_detector(ModelSettings(device="cpu"))
+
+
+def detect_config(make_config: Callable[..., PlantConfig], **over: Any) -> PlantConfig:
+    base: dict[str, Any] = {
+        "lines": [{
+            "id": "line-1",
+            "cameras": [
+                {"id": "cam-1", "url": "rtsp://127.0.0.1:1/cam-1", "width": W, "height": H},
+                {"id": "cam-2", "url": "rtsp://127.0.0.1:1/cam-2", "width": W, "height": H},
+            ],
+            "rules": {"classes": {c: {"min_confidence": 0.4} for c in
+                                  ("scratch", "dent", "stain", "crack", "missing_bolt")},
+                      "ignore": [[[0, 0], [110, 0], [110, 28], [0, 28]]]},
+        }],
+        "worker": {"max_batch": 8, "max_wait_ms": 5},
+    }
+    base.update(over)
+    cfg = make_config(**base)
+    create_topics(cfg)
+    return cfg
+
+
+class FramePublisher:
+    """Publishes frames the way ingest does: JPEG in Redis, FrameMeta on Kafka."""
+
+    def __init__(self, cfg: PlantConfig) -> None:
+        self.cfg = cfg
+        self.store = FrameStore(connect(cfg.redis), cfg.redis.key_prefix, cfg.frames.claim_ttl_s)
+        self.producer = make_producer(cfg.kafka, client_suffix="test-ingest")
+        self.run_id = uuid.uuid4().hex[:8]
+        self.seq: dict[str, int] = {}
+
+    def publish(
+        self,
+        camera: str,
+        image: np.ndarray | None = None,
+        *,
+        jpeg: bytes | None = None,
+        line: str = "line-1",
+        store: bool = True,
+        inline: bool = False,
+        **meta_over: Any,
+    ) -> FrameMeta:
+        if jpeg is None:
+            assert image is not None
+            ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])
+            assert ok
+            jpeg = buf.tobytes()
+        seq = self.seq.get(camera, 0)
+        self.seq[camera] = seq + 1
+        frame_id = f"{camera}:{self.run_id}:{seq}"
+        now = time.time()
+        h, w = (image.shape[:2] if image is not None else (H, W))
+        key = self.store.key(frame_id)
+        if store and not inline:
+            self.store.put(frame_id, jpeg)
+        fields: dict[str, Any] = dict(
+            frame_id=frame_id, camera_id=camera, line_id=line, run_id=self.run_id, seq=seq,
+            captured_at=now, ingested_at=now, width=w, height=h,
+            storage="inline" if inline else "redis", claim_key=None if inline else key,
+            size_bytes=len(jpeg),
+            traceparent=f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01",
+        )
+        fields.update(meta_over)
+        meta = FrameMeta(**fields)
+        value, headers = encode_frame(meta, jpeg if inline else None, source="test/ingest")
+        self.producer.produce(self.cfg.topics.frames, value=value, key=camera.encode(),
+                              headers=headers)
+        return meta
+
+    def flush(self) -> None:
+        assert self.producer.flush(15) == 0
+
+
+@pytest.fixture(scope="session")
+def sim_frames() -> list[np.ndarray]:
+    """60 frames of a defect-rich simulated line at the test resolution."""
+    scene = ConveyorScene(SceneConfig(seed=101, width=W, height=H, defect_rate=0.7,
+                                      clip_seconds=20))
+    return [scene.render(i)[0] for i in range(0, 300, 5)]
+
+
+class WorkerThread:
+    def __init__(self, cfg: PlantConfig, detector: Detector) -> None:
+        self.worker: DetectWorker
+        self.worker, self.loop = build_worker(cfg, detector=detector)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.loop.run()
+        except BaseException as exc:
+            self.error = exc
+
+    def start(self) -> WorkerThread:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.loop.shutdown.request()
+        self.thread.join(20)
+
+
+@pytest.fixture
+def start_worker(detector: Detector) -> Iterator[Callable[[PlantConfig], WorkerThread]]:
+    started: list[WorkerThread] = []
+
+    def factory(cfg: PlantConfig) -> WorkerThread:
+        w = WorkerThread(cfg, detector).start()
+        started.append(w)
+        return w
+
+    yield factory
+    for w in started:
+        w.stop()

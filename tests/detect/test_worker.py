@@ -1,0 +1,198 @@
+"""Detection worker against the real broker, redis-server and the shipped model."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+import yaml
+
+from inspector.bus.store import connect
+from inspector.events import DeadLetterRecord, DefectEvent, VerdictEvent, decode
+from tests.detect.conftest import FramePublisher, detect_config
+from tests.helpers import produce, read
+
+pytestmark = [pytest.mark.integration, pytest.mark.model]
+
+
+def verdicts_of(cfg, count, timeout_s=60):  # type: ignore[no-untyped-def]
+    msgs = read(cfg, [cfg.topics.verdicts], count=count, timeout_s=timeout_s)
+    return [decode(m.value(), m.headers(), VerdictEvent) for m in msgs]
+
+
+def test_every_frame_gets_one_verdict_and_fails_keep_evidence(
+    make_config, start_worker, sim_frames  # type: ignore[no-untyped-def]
+) -> None:
+    cfg = detect_config(make_config)
+    pub = FramePublisher(cfg)
+    sent = [pub.publish("cam-1" if i % 2 else "cam-2", img) for i, img in enumerate(sim_frames)]
+    pub.flush()
+    start_worker(cfg)
+    verdicts = verdicts_of(cfg, len(sent))
+    assert sorted(v.frame_id for v in verdicts) == sorted(m.frame_id for m in sent)
+    assert len({v.verdict_id for v in verdicts}) == len(sent)
+    counts = Counter(v.verdict for v in verdicts)
+    assert counts["FAULT"] == 0, [v.reason for v in verdicts if v.verdict == "FAULT"]
+    assert counts["FAIL"] >= 5, f"defect-rich frames should fail: {counts}"
+    assert counts["PASS"] >= 5, f"clean frames should pass: {counts}"
+    defects = read(cfg, [cfg.topics.defects], count=counts["FAIL"], timeout_s=20)
+    assert len(defects) == counts["FAIL"]
+    redis = connect(cfg.redis)
+    for m in defects:
+        d = decode(m.value(), m.headers(), DefectEvent)
+        assert d.findings and d.evidence_key and d.annotated_key
+        assert redis.ttl(d.evidence_key) > cfg.frames.claim_ttl_s  # kept as evidence
+        assert redis.exists(d.annotated_key)
+    v = verdicts[0]
+    assert v.model is not None and len(v.model.sha256) == 64
+    assert v.timings.infer_start is not None and v.timings.infer_end is not None
+    assert v.timings.captured_at <= v.timings.infer_start <= v.timings.infer_end <= v.timings.emitted_at
+    # The trace continues: same trace id as the frame, new span.
+    [msg] = [m for m in read(cfg, [cfg.topics.verdicts], count=1)]
+    tp = dict(msg.headers())["traceparent"].decode()
+    assert tp.startswith("00-") and len(tp.split("-")[1]) == 32
+
+
+def test_untrustworthy_frames_are_fault_never_pass(
+    make_config, start_worker, sim_frames  # type: ignore[no-untyped-def]
+) -> None:
+    cfg = detect_config(make_config)
+    pub = FramePublisher(cfg)
+    good = sim_frames[3]
+    expected = {
+        pub.publish("cam-1", good, store=False).frame_id: "fault:claim_expired",
+        pub.publish("cam-1", jpeg=b"\xff\xd8\xffnot-a-jpeg" * 10).frame_id: "fault:undecodable",
+        pub.publish("cam-1", good, captured_at=time.time() - 600).frame_id: "fault:stale",
+        pub.publish("cam-1", np.zeros_like(good)).frame_id: "fault:uniform_image",
+        pub.publish("cam-1", np.full_like(good, 128)).frame_id: "fault:uniform_image",
+        pub.publish("cam-1", good[::2, ::2].copy()).frame_id: "fault:wrong_size",
+        pub.publish("cam-1", good[:, :320].copy(), width=640, height=360).frame_id: "fault:wrong_size",
+        pub.publish("cam-9", good).frame_id: "fault:unknown_camera",
+        pub.publish("cam-2", good, line="line-7").frame_id: "fault:wrong_line",
+    }
+    ok = pub.publish("cam-2", good).frame_id
+    pub.flush()
+    start_worker(cfg)
+    verdicts = {v.frame_id: v for v in verdicts_of(cfg, len(expected) + 1)}
+    for frame_id, rule in expected.items():
+        assert verdicts[frame_id].verdict == "FAULT", (rule, verdicts[frame_id])
+        assert verdicts[frame_id].rule == rule
+        assert verdicts[frame_id].reason
+    assert verdicts[ok].verdict in ("PASS", "FAIL")
+
+
+def test_malformed_frames_dead_letter_while_good_frames_flow(
+    make_config, start_worker, sim_frames  # type: ignore[no-untyped-def]
+) -> None:
+    cfg = detect_config(make_config)
+    pub = FramePublisher(cfg)
+    good_ids = [pub.publish("cam-1", sim_frames[i]).frame_id for i in range(3)]
+    pub.flush()
+    hdr = [("ce_specversion", b"1.0"), ("ce_id", b"x"), ("ce_source", b"s"),
+           ("ce_type", b"io.inspector.frame.v1"), ("content-type", b"application/json")]
+    produce(cfg, cfg.topics.frames, [
+        (b"{garbage", hdr),
+        (orjson.dumps({"frame_id": "f"}), hdr),
+        (b"\xff\xd8", [h for h in hdr if h[0] != "content-type"] + [("content-type", b"image/jpeg")]),
+        (b"{}", [("content-type", b"application/json")]),
+        (b"{}", [*hdr[:4], ("content-type", b"text/plain")]),
+    ])
+    good_ids.append(pub.publish("cam-1", sim_frames[4]).frame_id)
+    pub.flush()
+    start_worker(cfg)
+    verdicts = verdicts_of(cfg, len(good_ids))
+    assert sorted(v.frame_id for v in verdicts) == sorted(good_ids)
+    dlq = [decode(m.value(), m.headers(), DeadLetterRecord)
+           for m in read(cfg, [cfg.topics.dlq], count=5, timeout_s=20)]
+    assert sorted(r.reason for r in dlq) == sorted(
+        ["bad_json", "schema_violation", "schema_violation", "missing_header", "wrong_content_type"])
+    assert all(r.stage == "detect" and r.original_topic == cfg.topics.frames for r in dlq)
+
+
+def test_inline_frames_and_redelivery_reemits_identical_verdict(
+    make_config, start_worker, sim_frames  # type: ignore[no-untyped-def]
+) -> None:
+    cfg = detect_config(make_config)
+    pub = FramePublisher(cfg)
+    sent = [pub.publish("cam-2", sim_frames[i], inline=True) for i in range(6)]
+    pub.flush()
+    w = start_worker(cfg)
+    first = verdicts_of(cfg, len(sent))
+    assert {v.frame_id for v in first} == {m.frame_id for m in sent}
+    assert all(v.verdict != "FAULT" for v in first)
+    w.stop()
+    # Replay the same frames (as a crash before the commit would): identical payloads.
+    for m in sent:
+        pub.publish("cam-2", sim_frames[sent.index(m)], inline=True, frame_id=m.frame_id,
+                    seq=m.seq)
+    pub.flush()
+    start_worker(cfg)
+    msgs = read(cfg, [cfg.topics.verdicts], count=2 * len(sent), timeout_s=60)
+    by_id: dict[str, set[bytes]] = {}
+    for m in msgs:
+        by_id.setdefault(dict(m.headers())["ce_id"].decode(), set()).add(m.value())
+    assert len(by_id) == len(sent)
+    assert all(len(vals) == 1 for vals in by_id.values()), "a redelivery changed a verdict"
+
+
+@pytest.mark.slow
+def test_sigkill_one_of_two_workers_loses_nothing(
+    make_config, sim_frames, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    cfg = detect_config(make_config, worker={"max_batch": 4, "max_wait_ms": 2})
+    data = cfg.model_dump(mode="json")
+    path = tmp_path / "plant.yaml"
+    path.write_text(yaml.safe_dump(data))
+    env = {**os.environ, "INSPECTOR_TEST_PLANT": str(path)}
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "inspector", "worker", "--config", str(path),
+                          "--metrics-port", "0"], env=env, stdout=subprocess.DEVNULL,
+                         stderr=open(tmp_path / f"w{i}.log", "wb"))
+        for i in range(2)
+    ]
+    try:
+        pub = FramePublisher(cfg)
+        sent = []
+
+        def wave(n: int) -> None:
+            for rnd in range(n):
+                for i, img in enumerate(sim_frames):
+                    sent.append(pub.publish(("cam-1", "cam-2")[(i + rnd) % 2], img))
+            pub.flush()
+
+        wave(2)
+        seen = read(cfg, [cfg.topics.verdicts], count=30, timeout_s=90)
+        assert len(seen) >= 30, "workers did not start"
+        procs[0].send_signal(signal.SIGKILL)
+        procs[0].wait(10)
+        # Frames keep coming after the crash; the survivor must take the dead
+        # member's partitions over and judge everything, the crashed batch included.
+        wave(2)
+        msgs = read(cfg, [cfg.topics.verdicts], timeout_s=150, until=lambda ms: len(
+            {dict(m.headers())["ce_id"] for m in ms}) >= len(sent))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    by_id: dict[str, set[bytes]] = {}
+    frames = set()
+    for m in msgs:
+        by_id.setdefault(dict(m.headers())["ce_id"].decode(), set()).add(m.value())
+        frames.add(orjson.loads(m.value())["frame_id"])
+    assert frames == {m.frame_id for m in sent}, "a frame got no verdict"
+    dup = {k: v for k, v in by_id.items() if len(v) > 1}
+    assert not dup, f"{len(dup)} verdict ids with different payloads"
+    assert procs[1].returncode == 0
