@@ -152,12 +152,12 @@ def test_sigkill_one_of_two_workers_loses_nothing(
     path = tmp_path / "plant.yaml"
     path.write_text(yaml.safe_dump(data))
     env = {**os.environ, "INSPECTOR_TEST_PLANT": str(path)}
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "inspector", "worker", "--config", str(path),
-                          "--metrics-port", "0"], env=env, stdout=subprocess.DEVNULL,
-                         stderr=open(tmp_path / f"w{i}.log", "wb"))
-        for i in range(2)
-    ]
+    procs = []
+    for i in range(2):
+        with open(tmp_path / f"w{i}.log", "wb") as log:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "inspector", "worker", "--config", str(path),
+                 "--metrics-port", "0"], env=env, stdout=subprocess.DEVNULL, stderr=log))
     try:
         pub = FramePublisher(cfg)
         sent = []
