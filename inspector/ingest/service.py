@@ -196,6 +196,8 @@ class IngestService:
     def stop(self) -> None:
         """Stop readers, publish what they queued, flush, close. Idempotent."""
         self.stop_event.set()
+        if self.frames_producer is None:
+            return  # start() failed its dependency checks: nothing runs yet
         join_s = (self.cfg.ingest.open_timeout_ms + self.cfg.ingest.read_timeout_ms) / 1000 + 3
         deadline = time.monotonic() + join_s
         for reader in self.readers:

@@ -10,10 +10,12 @@ from typing import Any
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from inspector.bus.store import FrameStore, connect
 from inspector.config import PlantConfig
+from inspector.events import header_dict
 from inspector.ingest.publisher import record_size
 from inspector.ingest.triggers import replay_fleet_triggers
 from inspector.sim import SimCameraFleet, decode_frame_index
@@ -66,16 +68,16 @@ def test_two_cameras_publish_fresh_ordered_tagged_frames_and_a_bad_url_stays_loc
         for meta, jpeg, msg in frames:
             assert jpeg is None and meta.storage == "redis"
             assert msg.key() == cam.encode()
-            h = dict(msg.headers())
+            h = header_dict(msg.headers())
             assert h["content-type"] == b"application/json"
             assert h["ce_type"] == b"io.inspector.frame.v1"
             assert h["ce_cameraid"] == cam.encode() and h["ce_lineid"] == b"line-1"
             assert h["ce_seq"] == str(meta.seq).encode()
-            assert float(h["ce_capturedat"]) == meta.captured_at
-            assert float(h["ce_ingestedat"]) == meta.ingested_at
+            assert float(h["ce_capturedat"] or b"") == meta.captured_at
+            assert float(h["ce_ingestedat"] or b"") == meta.ingested_at
             assert h["traceparent"] == (meta.traceparent or "").encode()
             assert meta.frame_id == f"{cam}:{run_id}:{meta.seq}"
-            img = cv2.imdecode(np.frombuffer(store.get(meta.claim_key or ""), np.uint8), 1)
+            img = jpeg_image(store.get(meta.claim_key or ""))
             assert img.shape == (360, 640, 3)
             idx = decode_frame_index(img)
             assert idx is not None, f"{meta.frame_id}: frame code unreadable"
@@ -111,6 +113,12 @@ def test_two_cameras_publish_fresh_ordered_tagged_frames_and_a_bad_url_stays_loc
     for cam in ("cam-a", "cam-b"):
         states = [e.state for e in col.statuses(cam)]
         assert states == ["connecting", "streaming", "stopped"], (cam, states)
+
+
+def jpeg_image(data: bytes) -> npt.NDArray[np.uint8]:
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert img is not None, "not a JPEG"
+    return np.asarray(img, dtype=np.uint8)
 
 
 def _first(items: list[Any], pred: Callable[[Any], bool]) -> Any:
@@ -187,9 +195,11 @@ def test_inline_transport_resizes_or_rejects_other_resolutions(
                  "rejection")
     for meta, jpeg, msg in col.frames("cam-small"):
         assert meta.storage == "inline" and jpeg is not None and meta.claim_key is None
-        assert dict(msg.headers())["content-type"] == b"image/jpeg"
-        assert record_size(msg.value(), msg.headers(), msg.key()) <= cfg.kafka.message_max_bytes
-        img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), 1)
+        headers = header_dict(msg.headers())
+        assert headers["content-type"] == b"image/jpeg"
+        size = record_size(msg.value() or b"", list(headers.items()), msg.key() or b"")
+        assert size <= cfg.kafka.message_max_bytes
+        img = jpeg_image(jpeg)
         assert img.shape == (180, 320, 3) and (meta.width, meta.height) == (320, 180)
     up = _first(col.statuses("cam-small"), lambda e: e.state == "streaming")
     assert "camera sends 640x360, configured 320x180: resizing" in up.reason
