@@ -64,3 +64,11 @@ CONSUMER_LAG = Gauge(
 LOOP_ERRORS = Counter(
     "inspector_loop_retries_total", "Batches retried after a transient failure", ["stage", "reason"]
 )
+
+OBSERVED_EVENTS = Counter(
+    "inspector_dashboard_events_total", "Distinct events the dashboard took in", ["kind"]
+)
+OBSERVE_SKIPPED = Counter(
+    "inspector_dashboard_skipped_total", "Records the dashboard could not decode", ["reason"]
+)
+DASHBOARD_CLIENTS = Gauge("inspector_dashboard_clients", "Open live-update (SSE) connections")

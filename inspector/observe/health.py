@@ -35,6 +35,33 @@ class Heartbeat:
         return time.monotonic() - self.last < self.stale_after_s
 
 
+class Readiness:
+    """Named dependency checks, run at most once per ``cache_s`` (probes can be frequent).
+
+    Shared by the plain health server and the dashboard's own /readyz.
+    """
+
+    def __init__(self, checks: dict[str, Check] | None = None, cache_s: float = 1.0) -> None:
+        self.checks = dict(checks or {})
+        self.cache_s = cache_s
+        self._cache: tuple[float, dict[str, bool]] = (0.0, {})
+        self._lock = threading.Lock()
+
+    def __call__(self) -> dict[str, bool]:
+        with self._lock:
+            at, cached = self._cache
+            if time.monotonic() - at < self.cache_s and cached:
+                return cached
+            result = {}
+            for name, check in self.checks.items():
+                try:
+                    result[name] = bool(check())
+                except Exception:  # a failing check is a "not ready", never a 500
+                    result[name] = False
+            self._cache = (time.monotonic(), result)
+            return result
+
+
 class HealthServer:
     def __init__(
         self,
@@ -46,10 +73,7 @@ class HealthServer:
         check_cache_s: float = 1.0,
     ) -> None:
         self.heartbeat = heartbeat
-        self.checks = dict(checks or {})
-        self.check_cache_s = check_cache_s
-        self._cache: tuple[float, dict[str, bool]] = (0.0, {})
-        self._lock = threading.Lock()
+        self.ready = Readiness(checks, check_cache_s)
         self.httpd = ThreadingHTTPServer((host, port), self._handler())
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="health", daemon=True)
@@ -66,20 +90,12 @@ class HealthServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
+    @property
+    def checks(self) -> dict[str, Check]:
+        return self.ready.checks
+
     def readiness(self) -> dict[str, bool]:
-        """Run the checks at most once per ``check_cache_s`` (probes can be frequent)."""
-        with self._lock:
-            at, cached = self._cache
-            if time.monotonic() - at < self.check_cache_s and cached:
-                return cached
-            result = {}
-            for name, check in self.checks.items():
-                try:
-                    result[name] = bool(check())
-                except Exception:  # a failing check is a "not ready", never a 500
-                    result[name] = False
-            self._cache = (time.monotonic(), result)
-            return result
+        return self.ready()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self

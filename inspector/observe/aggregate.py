@@ -1,0 +1,305 @@
+"""An in-memory picture of the plant built from its event topics.
+
+Fed by ``TopicReader`` records (verdicts, defects, actions, camera-status,
+line-commands); read by ``inspector status`` (one pass over today) and by the
+dashboard (continuously). Memory is bounded: counters, fixed-size rings for
+latencies, galleries and recent verdicts, a bounded set of ids for de-duplication.
+
+Counts are of *distinct* verdict ids: a worker that redelivers after a crash emits
+the same deterministic id again, and a QA counter must not count that part twice.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from inspector.config import PlantConfig
+from inspector.events import (
+    ActionEvent,
+    CameraStatusEvent,
+    DefectEvent,
+    LineCommand,
+    Payload,
+    VerdictEvent,
+)
+from inspector.observe.feed import Record
+
+VERDICTS = ("PASS", "FAIL", "FAULT")
+SEVERITY_RANK = {"minor": 1, "major": 2, "critical": 3}
+RATE_WINDOW_S = 30.0
+
+
+def yield_pct(counts: dict[str, int]) -> float | None:
+    """PASS share of judged parts. FAULTs (camera or system trouble) judge nothing, so
+    they are left out rather than counted as bad parts."""
+    judged = counts["PASS"] + counts["FAIL"]
+    return round(100.0 * counts["PASS"] / judged, 2) if judged else None
+
+
+class BoundedSet:
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[str, None] = OrderedDict()
+
+    def add(self, item: str) -> bool:
+        """True if new."""
+        if item in self._items:
+            return False
+        self._items[item] = None
+        if len(self._items) > self.size:
+            self._items.popitem(last=False)
+        return True
+
+
+@dataclass
+class CameraView:
+    id: str
+    line_id: str
+    state: str = "unknown"
+    state_since: float | None = None
+    reason: str = ""
+    reported_fps: float = 0.0
+    frames_ingested: int = 0
+    frames_dropped: int = 0
+    reconnects: int = 0
+    stalls: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(VERDICTS, 0))
+    last_verdict_at: float | None = None
+    recent: deque[float] = field(default_factory=lambda: deque(maxlen=2000))
+
+    def judged_fps(self, now: float) -> float:
+        """Verdicts per second over the last RATE_WINDOW_S (what the pipeline keeps up with)."""
+        n = sum(1 for t in self.recent if now - t <= RATE_WINDOW_S)
+        return round(n / RATE_WINDOW_S, 2)
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "state": self.state,
+            "state_since": self.state_since,
+            "reason": self.reason,
+            "reported_fps": round(self.reported_fps, 2),
+            "judged_fps": self.judged_fps(now),
+            "frames_ingested": self.frames_ingested,
+            "frames_dropped": self.frames_dropped,
+            "reconnects": self.reconnects,
+            "stalls": self.stalls,
+            "counts": dict(self.counts),
+            "yield": yield_pct(self.counts),
+            "last_verdict_at": self.last_verdict_at,
+        }
+
+
+@dataclass
+class LineView:
+    id: str
+    name: str
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(VERDICTS, 0))
+    cameras: dict[str, CameraView] = field(default_factory=dict)
+    latencies: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=120))
+    gallery: deque[str] = field(default_factory=lambda: deque(maxlen=8))
+    defects: Counter[str] = field(default_factory=Counter)
+    episodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def camera(self, camera_id: str) -> CameraView:
+        cam = self.cameras.get(camera_id)
+        if cam is None:
+            cam = self.cameras[camera_id] = CameraView(camera_id, self.id)
+        return cam
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def gallery_item(v: VerdictEvent) -> dict[str, Any]:
+    worst = max((SEVERITY_RANK[f.severity] for f in v.findings), default=0)
+    return {
+        "verdict_id": v.verdict_id,
+        "camera_id": v.camera_id,
+        "line_id": v.line_id,
+        "seq": v.seq,
+        "part_id": v.part_id,
+        "at": v.timings.emitted_at,
+        "rule": v.rule,
+        "classes": sorted({f.cls for f in v.findings}),
+        "severity": {0: None, 1: "minor", 2: "major", 3: "critical"}[worst],
+        "has_evidence": bool(v.evidence_key or v.annotated_key),
+    }
+
+
+class PlantView:
+    def __init__(
+        self, cfg: PlantConfig, *, since: float | None = None, recent_verdicts: int = 5000
+    ) -> None:
+        self.cfg = cfg
+        self.since = since
+        self.lock = threading.Lock()
+        self.version = 0  # bumped on every change; the dashboard streams when it moves
+        self.lines: dict[str, LineView] = {}
+        for ln in cfg.lines:
+            lv = self.lines[ln.id] = LineView(ln.id, ln.name or ln.id)
+            for cam in ln.cameras:
+                lv.camera(cam.id)
+        self.actions: deque[dict[str, Any]] = deque(maxlen=30)
+        self.action_counts: Counter[tuple[str, str]] = Counter()
+        self.events_seen: Counter[str] = Counter()
+        self._seen = BoundedSet(200_000)
+        self._verdicts: OrderedDict[str, VerdictEvent] = OrderedDict()
+        self._shown: dict[str, VerdictEvent] = {}  # gallery entries stay clickable
+        self._recent_size = recent_verdicts
+
+    def line(self, line_id: str) -> LineView:
+        lv = self.lines.get(line_id)
+        if lv is None:  # an event for a line this config does not list: show, do not drop
+            lv = self.lines[line_id] = LineView(line_id, line_id)
+        return lv
+
+    # ------------------------------------------------------------------ feeding
+
+    def apply(self, rec: Record) -> None:
+        self.apply_event(rec.kind, rec.event)
+
+    def apply_event(self, kind: str, ev: Payload) -> None:
+        with self.lock:
+            changed = False
+            if isinstance(ev, VerdictEvent):
+                changed = self._verdict(ev)
+            elif isinstance(ev, CameraStatusEvent):
+                changed = self._camera_status(ev)
+            elif isinstance(ev, LineCommand):
+                changed = self._line_command(ev)
+            elif isinstance(ev, ActionEvent):
+                changed = self._action(ev)
+            elif isinstance(ev, DefectEvent):
+                changed = self._seen.add(f"defect:{ev.defect_id}")
+            if changed:
+                self.events_seen[kind] += 1
+                self.version += 1
+
+    def _verdict(self, v: VerdictEvent) -> bool:
+        if not self._seen.add(f"verdict:{v.verdict_id}"):
+            return False
+        lv = self.line(v.line_id)
+        cam = lv.camera(v.camera_id)
+        lv.counts[v.verdict] += 1
+        cam.counts[v.verdict] += 1
+        at = v.timings.emitted_at
+        cam.last_verdict_at = max(cam.last_verdict_at or 0.0, at)
+        cam.recent.append(at)
+        lv.latencies.append((at, max(0.0, at - v.timings.captured_at)))
+        if v.verdict == "FAIL":
+            lv.gallery.appendleft(v.verdict_id)
+            for f in v.findings:
+                lv.defects[f.cls] += 1
+            on_show = {vid for x in self.lines.values() for vid in x.gallery}
+            self._shown[v.verdict_id] = v
+            for vid in [k for k in self._shown if k not in on_show]:
+                del self._shown[vid]
+        self._verdicts[v.verdict_id] = v
+        if len(self._verdicts) > self._recent_size:
+            self._verdicts.popitem(last=False)
+        return True
+
+    def _camera_status(self, ev: CameraStatusEvent) -> bool:
+        cam = self.line(ev.line_id).camera(ev.camera_id)
+        if cam.state_since is not None and ev.at < cam.state_since:
+            return False  # an older transition arriving late (another partition)
+        cam.state = ev.state
+        cam.state_since = ev.at
+        cam.reason = ev.reason
+        cam.reported_fps = ev.fps
+        cam.frames_ingested = ev.frames_ingested
+        cam.frames_dropped = ev.frames_dropped
+        cam.reconnects = ev.reconnects
+        cam.stalls = ev.stalls
+        return True
+
+    def _line_command(self, cmd: LineCommand) -> bool:
+        if not self._seen.add(f"command:{cmd.command_id}"):
+            return False
+        lv = self.line(cmd.line_id)
+        if cmd.command == "stop":
+            lv.episodes[cmd.episode_id or cmd.command_id] = {
+                "episode_id": cmd.episode_id or cmd.command_id,
+                "since": cmd.issued_at,
+                "reason": cmd.reason,
+                "camera_id": cmd.camera_id,
+                "verdict_id": cmd.verdict_id,
+            }
+        elif cmd.command == "resume":
+            if cmd.episode_id and cmd.episode_id in lv.episodes:
+                del lv.episodes[cmd.episode_id]
+            elif not cmd.episode_id:
+                lv.episodes.clear()
+        return True
+
+    def _action(self, a: ActionEvent) -> bool:
+        if not self._seen.add(f"action:{a.action_id}:{a.outcome}:{a.attempt}"):
+            return False
+        self.action_counts[(a.workflow, a.outcome)] += 1
+        self.actions.appendleft(
+            {
+                "at": a.at,
+                "workflow": a.workflow,
+                "kind": a.kind,
+                "outcome": a.outcome,
+                "line_id": a.line_id,
+                "camera_id": a.camera_id,
+                "verdict_id": a.verdict_id,
+                "detail": a.detail,
+            }
+        )
+        return True
+
+    # ------------------------------------------------------------------ reading
+
+    def verdict(self, verdict_id: str) -> VerdictEvent | None:
+        with self.lock:
+            return self._verdicts.get(verdict_id) or self._shown.get(verdict_id)
+
+    def snapshot(self, now: float | None = None) -> dict[str, Any]:
+        now = time.time() if now is None else now
+        with self.lock:
+            lines = []
+            for lv in self.lines.values():
+                recent = [s for _, s in lv.latencies]
+                lines.append(
+                    {
+                        "id": lv.id,
+                        "name": lv.name,
+                        "counts": dict(lv.counts),
+                        "total": sum(lv.counts.values()),
+                        "yield": yield_pct(lv.counts),
+                        "latency": {
+                            "points": [[round(t, 3), round(s, 4)] for t, s in lv.latencies],
+                            "p50": _percentile(recent, 0.5),
+                            "p95": _percentile(recent, 0.95),
+                            "last": recent[-1] if recent else None,
+                        },
+                        "cameras": [c.to_json(now) for c in lv.cameras.values()],
+                        "episodes": sorted(lv.episodes.values(), key=lambda e: e["since"]),
+                        "gallery": [
+                            gallery_item(self._shown[vid])
+                            for vid in lv.gallery
+                            if vid in self._shown
+                        ],
+                        "defects": dict(lv.defects.most_common()),
+                    }
+                )
+            return {
+                "plant": self.cfg.plant,
+                "generated_at": now,
+                "since": self.since,
+                "version": self.version,
+                "lines": lines,
+                "actions": list(self.actions),
+                "events_seen": dict(self.events_seen),
+            }
