@@ -1,0 +1,179 @@
+// Live dashboard: one Server-Sent Events stream of plant snapshots, rendered into plain DOM.
+"use strict";
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const cards = new Map(); // line id → its <section>
+
+function el(tag, attrs = {}, text = "") {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  if (text) node.textContent = text;
+  return node;
+}
+
+function clock(ts) {
+  return ts ? new Date(ts * 1000).toLocaleTimeString([], { hour12: false }) : "—";
+}
+
+function ago(ts, now) {
+  if (!ts) return "never";
+  const s = Math.max(0, now - ts);
+  if (s < 90) return `${Math.round(s)}s ago`;
+  if (s < 5400) return `${Math.round(s / 60)}m ago`;
+  return `${(s / 3600).toFixed(1)}h ago`;
+}
+
+function ms(seconds) {
+  return seconds == null ? "—" : `${Math.round(seconds * 1000)} ms`;
+}
+
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
+function sparkline(svg, points) {
+  const line = svg.querySelector("polyline");
+  if (points.length < 2) { line.setAttribute("points", ""); return; }
+  const values = points.map((p) => p[1]);
+  const max = Math.max(...values, 0.001);
+  const step = 200 / (points.length - 1);
+  line.setAttribute("points", values
+    .map((v, i) => `${(i * step).toFixed(1)},${(38 - (v / max) * 34).toFixed(1)}`)
+    .join(" "));
+}
+
+function lineCard(line) {
+  let card = cards.get(line.id);
+  if (!card) {
+    card = $("#line-tpl").content.firstElementChild.cloneNode(true);
+    card.dataset.line = line.id;
+    $("#lines").appendChild(card);
+    cards.set(line.id, card);
+  }
+  return card;
+}
+
+function renderCameras(card, cameras, now) {
+  const list = $(".cameras", card);
+  list.replaceChildren(...cameras.map((c) => {
+    const li = el("li", { class: `state-${c.state}`, "data-camera": c.id,
+                          title: c.reason || c.state });
+    li.append(el("span", { class: "dot" }), el("strong", {}, c.id), el("span", {}, c.state),
+      el("span", { class: "muted" },
+        `${c.judged_fps.toFixed(1)} fps · last ${ago(c.last_verdict_at, now)}`));
+    return li;
+  }));
+}
+
+function renderEpisodes(card, episodes) {
+  $(".stopped", card).hidden = episodes.length === 0;
+  $(".episodes", card).replaceChildren(...episodes.map((e) =>
+    el("li", {}, `Stopped at ${clock(e.since)}${e.camera_id ? " by " + e.camera_id : ""}: ` +
+      (e.reason || "stop-line workflow") + ` (episode ${e.episode_id.slice(0, 8)})`)));
+}
+
+function renderGallery(card, items) {
+  const gallery = $(".gallery", card);
+  const key = items.map((i) => i.verdict_id).join(",");
+  $(".gallery-empty", card).hidden = items.length > 0;
+  if (gallery.dataset.key === key) return; // keep loaded images: no flicker
+  gallery.dataset.key = key;
+  gallery.replaceChildren(...items.map((item) => {
+    const shot = el("button", { class: `shot sev-${item.severity || "none"}`,
+                                "data-verdict": item.verdict_id, type: "button" });
+    const img = el("img", { alt: `${item.classes.join(", ")} on ${item.camera_id}`,
+                            src: `/evidence/${encodeURIComponent(item.verdict_id)}.jpg` });
+    img.addEventListener("error", () => { img.alt = "evidence expired"; });
+    const cap = el("div", { class: "cap" });
+    cap.append(el("span", { class: "cls" }, item.classes.join(", ") || item.rule), el("br"),
+      document.createTextNode(`${item.camera_id} #${item.seq} · ${clock(item.at)}`));
+    shot.append(img, cap);
+    shot.addEventListener("click", () => openDetails(item.verdict_id));
+    return shot;
+  }));
+}
+
+function renderLine(line, now) {
+  const card = lineCard(line);
+  const name = $(".line-name", card);
+  if (!name.dataset.set) {
+    name.textContent = line.name;
+    if (line.name !== line.id) name.append(el("small", {}, line.id));
+    name.dataset.set = "1";
+  }
+  setText($(".count-pass", card), String(line.counts.PASS));
+  setText($(".count-fail", card), String(line.counts.FAIL));
+  setText($(".count-fault", card), String(line.counts.FAULT));
+  setText($(".yield", card), line.yield == null ? "—" : `${line.yield.toFixed(1)}%`);
+  sparkline($(".spark", card), line.latency.points);
+  setText($(".latency-text", card),
+    `last ${ms(line.latency.last)} · p50 ${ms(line.latency.p50)} · p95 ${ms(line.latency.p95)}`);
+  renderEpisodes(card, line.episodes);
+  renderCameras(card, line.cameras, now);
+  const mix = Object.entries(line.defects).map(([cls, n]) => `${cls} ${n}`).join(" · ");
+  setText($(".defect-mix", card), mix ? `(${mix})` : "");
+  renderGallery(card, line.gallery);
+}
+
+function renderActions(actions) {
+  $("#no-actions").hidden = actions.length > 0;
+  $("#actions tbody").replaceChildren(...actions.slice(0, 15).map((a) => {
+    const tr = el("tr");
+    tr.append(el("td", {}, clock(a.at)), el("td", {}, a.line_id + (a.camera_id ? "/" + a.camera_id : "")),
+      el("td", {}, `${a.workflow} (${a.kind})`),
+      el("td", { class: `outcome-${a.outcome}` }, a.outcome), el("td", {}, a.detail));
+    return tr;
+  }));
+}
+
+function render(snap) {
+  const now = snap.generated_at;
+  setText($("#plant"), snap.plant);
+  setText($("#since"), snap.since ? `since ${new Date(snap.since * 1000).toLocaleString()}` : "");
+  const lag = snap.lag || {};
+  setText($("#lag"), lag.total == null ? "" : `detect lag: ${lag.total} frames`);
+  for (const line of snap.lines) renderLine(line, now);
+  renderActions(snap.actions);
+  document.body.dataset.version = String(snap.version);
+}
+
+async function openDetails(verdictId) {
+  const dialog = $("#details");
+  const img = `/evidence/${encodeURIComponent(verdictId)}.jpg`;
+  const raw = `/api/verdicts/${encodeURIComponent(verdictId)}`;
+  $("#details-title").textContent = `Verdict ${verdictId}`;
+  $("#details-img").src = img;
+  $("#details-full").href = img;
+  $("#details-raw").href = raw;
+  $("#details-json").textContent = "loading…";
+  if (!dialog.open) dialog.showModal();
+  try {
+    const resp = await fetch(raw);
+    $("#details-json").textContent = resp.ok ? JSON.stringify(await resp.json(), null, 2)
+                                             : `${resp.status}: ${await resp.text()}`;
+  } catch (err) {
+    $("#details-json").textContent = String(err);
+  }
+}
+
+function status(text, cls) {
+  const c = $("#conn");
+  c.textContent = text;
+  c.className = `conn ${cls}`;
+}
+
+async function start() {
+  try {
+    const resp = await fetch("/api/snapshot");
+    if (resp.status === 401) {
+      status("unauthorized: open /?token=…", "conn-down");
+      return;
+    }
+    if (resp.ok) render(await resp.json());
+  } catch (err) { /* the stream below retries */ }
+  const source = new EventSource("/api/stream");
+  source.addEventListener("snapshot", (e) => { render(JSON.parse(e.data)); status("live", "conn-live"); });
+  source.addEventListener("error", () => status("reconnecting…", "conn-down"));
+}
+
+start();
