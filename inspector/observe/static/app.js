@@ -35,7 +35,7 @@ function sparkline(svg, points) {
   const line = svg.querySelector("polyline");
   if (points.length < 2) { line.setAttribute("points", ""); return; }
   const values = points.map((p) => p[1]);
-  const max = Math.max(...values, 0.001);
+  const max = Math.max(...values, 0.001) * 1.25; // headroom: a steady latency sits mid-chart
   const step = 200 / (points.length - 1);
   line.setAttribute("points", values
     .map((v, i) => `${(i * step).toFixed(1)},${(38 - (v / max) * 34).toFixed(1)}`)
@@ -132,6 +132,7 @@ function render(snap) {
   setText($("#since"), snap.since ? `since ${new Date(snap.since * 1000).toLocaleString()}` : "");
   const lag = snap.lag || {};
   setText($("#lag"), lag.total == null ? "" : `detect lag: ${lag.total} frames`);
+  if (snap.kafka_ok === false) status("broker unreachable", "conn-down");
   for (const line of snap.lines) renderLine(line, now);
   renderActions(snap.actions);
   document.body.dataset.version = String(snap.version);
@@ -172,7 +173,11 @@ async function start() {
     if (resp.ok) render(await resp.json());
   } catch (err) { /* the stream below retries */ }
   const source = new EventSource("/api/stream");
-  source.addEventListener("snapshot", (e) => { render(JSON.parse(e.data)); status("live", "conn-live"); });
+  source.addEventListener("snapshot", (e) => {
+    const snap = JSON.parse(e.data);
+    if (snap.kafka_ok !== false) status("live", "conn-live");
+    render(snap);
+  });
   source.addEventListener("error", () => status("reconnecting…", "conn-down"));
 }
 
