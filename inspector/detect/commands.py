@@ -13,6 +13,46 @@ import typer
 def register(app: typer.Typer) -> None:
     app.command("worker")(worker_cmd)
     app.command("train")(train_cmd)
+    app.command("evaluate")(evaluate_cmd)
+
+
+def evaluate_cmd(
+    config: Path = typer.Option(Path("configs/demo.yaml"), "--config", "-c", help="Plant config."),
+    line: str | None = typer.Option(None, "--line", help="Whose rules to apply (default: first)."),
+    model: str | None = typer.Option(None, "--model", help="Model path (default: config's)."),
+    seconds: float = typer.Option(120.0, "--seconds", help="Simulated seconds per seed."),
+    seeds: str = typer.Option("9001,9002,9003", "--seeds", help="Held-out scene seeds."),
+    sample_fps: float = typer.Option(3.0, "--sample-fps"),
+    card: Path | None = typer.Option(
+        None, "--card", help="Model card JSON to record the result in (and MODEL_CARD.md)."
+    ),
+) -> None:
+    """Score a model + line rules on a held-out simulated run (per-frame and per-part)."""
+    import json
+
+    from inspector.cli import load_or_exit
+    from inspector.detect.evaluate import evaluate
+
+    cfg = load_or_exit(config)
+    ln = cfg.line(line) if line else cfg.lines[0]
+    settings = cfg.model if model is None else cfg.model.model_copy(update={"path": model})
+    result = evaluate(
+        settings,
+        ln.rules,
+        seeds=tuple(int(s) for s in seeds.split(",")),
+        seconds=seconds,
+        sample_fps=sample_fps,
+    )
+    result["rules_from"] = f"{config}#{ln.id}"
+    typer.echo(json.dumps(result, indent=2))
+    if card is not None:
+        from inspector.detect.card import render_card
+
+        data = json.loads(card.read_text())
+        data["held_out_quality"] = result
+        card.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        (card.parent / "MODEL_CARD.md").write_text(render_card(data))
+        typer.echo(f"recorded in {card} and {card.parent / 'MODEL_CARD.md'}")
 
 
 def worker_cmd(
@@ -100,6 +140,7 @@ def train_cmd(
         "ultralytics": ultralytics.__version__,
         "python": platform.python_version(),
         "train_seconds": round(time.time() - t0),
+        "epochs_completed": max(0, len((out / "run" / "results.csv").read_text().splitlines()) - 1),
         "validation": result.metrics,
         "sha256": {
             "model.onnx": tr.sha256_file(result.onnx),

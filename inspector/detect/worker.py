@@ -54,6 +54,7 @@ from inspector.metrics import (
     INFERENCE_SECONDS,
     VERDICTS,
 )
+from inspector.observe.tracing import child_traceparent, with_traceparent
 
 log = logging.getLogger(__name__)
 SOURCE = "inspector/detect"
@@ -332,10 +333,9 @@ class DetectWorker:
         assert self.loop is not None
         tracker = self.loop.tracker
         topics = self.cfg.topics
-        headers = ce_headers(v, source=SOURCE, time=v.timings.emitted_at)
+        # The verdict is a child span of the frame's trace (W3C traceparent).
         tp = child_traceparent(m.traceparent)
-        if tp:
-            headers.append(("traceparent", tp.encode()))
+        headers = with_traceparent(ce_headers(v, source=SOURCE, time=v.timings.emitted_at), tp)
         key = m.camera_id.encode()
         self.producer.produce(
             topics.verdicts, value=value, key=key, headers=headers, on_delivery=tracker
@@ -355,8 +355,7 @@ class DetectWorker:
                 annotated_key=v.annotated_key,
             )
             dv, dh = encode(d, source=SOURCE, time=v.timings.emitted_at)
-            if tp:
-                dh.append(("traceparent", tp.encode()))
+            dh = with_traceparent(dh, tp)
             self.producer.produce(
                 topics.defects, value=dv, key=key, headers=dh, on_delivery=tracker
             )
@@ -397,16 +396,6 @@ class DetectWorker:
         for v in getattr(self, "_pending_latency", []):
             CAPTURE_TO_VERDICT.labels(v.line_id).observe(now - v.timings.captured_at)
         self._pending_latency = []
-
-
-def child_traceparent(parent: str | None) -> str | None:
-    """Same trace, new span id: the verdict is a child of the frame's span (W3C)."""
-    if not parent:
-        return None
-    parts = parent.split("-")
-    if len(parts) != 4 or len(parts[1]) != 32:
-        return None
-    return f"{parts[0]}-{parts[1]}-{os.urandom(8).hex()}-{parts[3]}"
 
 
 def decode_frame_message(msg: Message) -> tuple[FrameMeta, bytes | None]:
