@@ -33,6 +33,7 @@ def collect_status(cfg: PlantConfig, since: float, timeout_s: float = 60.0) -> d
         lag_error = None
     except FeedError as exc:
         lag, lag_error = None, str(exc)
+    snap["act_counters"] = act_counters(cfg)
     snap["lag"] = {
         "group": cfg.worker.group_id,
         "topic": cfg.topics.frames,
@@ -41,6 +42,27 @@ def collect_status(cfg: PlantConfig, since: float, timeout_s: float = 60.0) -> d
         "error": lag_error,
     }
     return snap
+
+
+def act_counters(cfg: PlantConfig) -> dict[str, dict[str, int]] | None:
+    """The workflow consumer's own per-line counters (since their last reset), when the act
+    stage is installed and Redis answers; None otherwise. Shown next to today's counts,
+    which come from the verdicts topic."""
+    try:
+        from inspector.act.state import line_counters
+        from inspector.bus.store import connect
+
+        client = connect(cfg.redis)
+        try:
+            out = {}
+            for ln in cfg.lines:
+                c = line_counters(client, cfg.redis.key_prefix, ln.id)
+                out[ln.id] = {"PASS": c.passed, "FAIL": c.failed, "FAULT": c.faults}
+            return out
+        finally:
+            client.close()
+    except Exception:  # optional context: never let it break the status view
+        return None
 
 
 def _fmt_pct(v: float | None) -> str:
@@ -91,6 +113,12 @@ def render_status(snap: dict[str, Any], console: Console) -> None:
             f"[red]STOPPED[/red] {stops}" if ln["episodes"] else "",
         )
     console.print(lines)
+    if snap.get("act_counters"):
+        totals = "  ".join(
+            f"{line}: {c['PASS']}/{c['FAIL']}/{c['FAULT']}"
+            for line, c in snap["act_counters"].items()
+        )
+        console.print(f"[dim]act counters since reset (PASS/FAIL/FAULT): {totals}[/dim]")
     cams = Table(title="Cameras", title_justify="left")
     cams.add_column("camera", no_wrap=True)
     cams.add_column("state", no_wrap=True)
