@@ -102,6 +102,28 @@ def schemas(
     typer.echo(f"{'checked' if check else 'wrote'} schemas in {out}")
 
 
+@app.command("demo")
+def demo(
+    duration: float = typer.Option(60.0, "--duration", help="Seconds to run (0 = until Ctrl-C)."),
+    config: Path = typer.Option(
+        Path(__file__).resolve().parent.parent / "configs" / "demo.yaml", "--config", "-c"
+    ),
+    workers: int = typer.Option(1, "--workers", min=1, max=8, help="Detection workers."),
+    out: Path = typer.Option(Path("demo-out"), "--out", help="Scorecard and logs directory."),
+) -> None:
+    """Run a simulated 2-line plant end to end and print a scorecard."""
+    from inspector.demo import print_scorecard, run_demo
+
+    try:
+        card = run_demo(duration, config=config, workers=workers, out_dir=out, echo=typer.echo)
+    except (RuntimeError, OSError) as exc:
+        raise fail(str(exc), 1) from None
+    print_scorecard(card, typer.echo)
+    bad = {k: v for k, v in card["exit_codes"].items() if v not in (0, None)}
+    if bad:
+        raise fail(f"pipeline processes exited uncleanly: {bad}", 1)
+
+
 def _register_stages() -> None:
     import importlib
 

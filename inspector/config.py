@@ -330,6 +330,14 @@ class WorkerSettings(Strict):
     )
     exactly_once: bool = Field(False, title="Use Kafka transactions (consume-transform-produce)")
     annotate_evidence: bool = Field(True, title="Store an annotated evidence JPEG for FAILs")
+    shed_after_ms: float = Field(
+        1000.0,
+        title="Shed frames older than this (FAULT, not judged)",
+        description="Keeps a live line live under overload: the worker judges fresh frames "
+        "and marks the backlog FAULT (fault:shed) instead of falling ever further behind.",
+        ge=10,
+        le=3_600_000,
+    )
 
 
 # --------------------------------------------------------------------------- workflows

@@ -51,6 +51,7 @@ from inspector.metrics import (
     BATCH_SIZE,
     CAPTURE_TO_VERDICT,
     DEFECTS,
+    FRAMES_DROPPED,
     INFERENCE_SECONDS,
     VERDICTS,
 )
@@ -225,7 +226,7 @@ class DetectWorker:
         A frame redelivered after a crash or a rebalance finds its verdict here and is
         re-emitted byte for byte instead of being judged a second time.
         """
-        need = [j for j in jobs if j.jpeg is None and j.meta.claim_key]
+        need = [j for j in jobs if j.jpeg is None and j.meta.claim_key and j.fault is None]
         vkeys = [self.verdict_key(j.meta.frame_id) for j in jobs]
         data = self.store.get_many([j.meta.claim_key or "" for j in need] + vkeys)
         for j, d in zip(need, data[: len(need)], strict=True):
@@ -235,8 +236,22 @@ class DetectWorker:
     def verdict_key(self, frame_id: str) -> str:
         return self.store.key(verdict_id_for(frame_id), "verdict")
 
+    def shed(self, jobs: list[FrameJob], now: float) -> None:
+        """Overload policy for a live line: a frame that waited longer than shed_after_ms
+        is not judged (FAULT fault:shed, counted) so the fresh ones still are."""
+        limit = self.cfg.worker.shed_after_ms / 1000.0
+        for j in jobs:
+            age = now - j.meta.captured_at
+            if limit < age <= self.cfg.frames.max_age_s:
+                j.fault = (
+                    "fault:shed",
+                    f"worker overloaded: frame {age:.2f}s old, shed after {limit:.2f}s",
+                )
+                FRAMES_DROPPED.labels(j.meta.camera_id, "shed").inc()
+
     def handle(self, batch: list[tuple[Message, tuple[FrameMeta, bytes | None]]]) -> None:
         jobs = [FrameJob(msg=m, meta=meta, jpeg=jpeg) for m, (meta, jpeg) in batch]
+        self.shed(jobs, time.time())
         try:
             decided = self.fetch(jobs)
         except StoreUnavailable as exc:
@@ -244,7 +259,8 @@ class DetectWorker:
         todo = [j for j in jobs if self.verdict_key(j.meta.frame_id) not in decided]
         now = time.time()
         for j in todo:
-            self.vet(j, now)
+            if j.fault is None:
+                self.vet(j, now)
         ok = [j for j in todo if j.image is not None]
         t0 = time.time()
         if ok:

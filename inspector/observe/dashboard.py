@@ -436,14 +436,22 @@ class Dashboard:
         return int(self.server.config.port)
 
     def run(self) -> None:
-        """Foreground: until SIGINT/SIGTERM (uvicorn handles the signals)."""
-        self.feed.start()
+        """Foreground: until SIGINT/SIGTERM, then a clean exit (status 0).
+
+        uvicorn re-raises the signal after its own graceful shutdown, which would make
+        a normal stop look like a crash to a supervisor; so the server runs in a thread
+        (where uvicorn installs no handlers) and this thread owns the signals.
+        """
+        from inspector.bus.kafka import Shutdown
+
+        shutdown = Shutdown().install()
+        self.start()
         try:
-            self.server.run()
+            while not shutdown.wait(0.5):
+                if self.thread is not None and not self.thread.is_alive():
+                    break
         finally:
-            self.app.state.closing.set()
-            self.feed.close()
-            self.client.close()
+            self.close()
 
     def start(self, timeout_s: float = 15.0) -> Dashboard:
         """Background (tests): returns once the server accepts connections."""
