@@ -127,9 +127,8 @@ def count_topic(cfg: PlantConfig, topic: str, timeout_s: float = 30.0) -> int:
 
     from inspector.bus.kafka import make_consumer
 
-    c = make_consumer(
-        cfg.kafka, f"demo-count-{secrets.token_hex(4)}", **{"enable.partition.eof": True}
-    )
+    eof: dict[str, Any] = {"enable.partition.eof": True}
+    c = make_consumer(cfg.kafka, f"demo-count-{secrets.token_hex(4)}", **eof)
     try:
         parts = c.list_topics(topic, timeout=10).topics[topic].partitions
         c.assign([TopicPartition(topic, p, 0) for p in parts])
