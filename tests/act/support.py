@@ -13,7 +13,7 @@ import yaml
 from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
 from inspector.act.service import ActService
-from inspector.bus.kafka import Shutdown, make_consumer
+from inspector.bus.kafka import Shutdown, make_consumer, make_producer
 from inspector.config import PlantConfig
 from inspector.events import (
     Box,
@@ -26,7 +26,6 @@ from inspector.events import (
     decode,
     encode,
 )
-from tests.helpers import produce
 
 P = TypeVar("P", bound=Payload)
 
@@ -97,13 +96,44 @@ def verdict(
 
 def send(cfg: PlantConfig, verdicts: list[VerdictEvent]) -> None:
     """Verdicts keyed by line, as the detection workers publish them."""
+    producer = make_producer(cfg.kafka, client_suffix="test-verdicts")
     for v in verdicts:
-        produce(
-            cfg,
-            cfg.topics.verdicts,
-            [encode(v, source="inspector/test", time=v.timings.emitted_at)],  # type: ignore[list-item]
-            key=v.line_id.encode(),
-        )
+        value, headers = encode(v, source="inspector/test", time=v.timings.emitted_at)
+        producer.produce(cfg.topics.verdicts, value=value, key=v.line_id.encode(), headers=headers)
+    assert producer.flush(15) == 0
+
+
+class Trickle:
+    """Sends verdicts one by one in the background, as a live line would."""
+
+    def __init__(self, cfg: PlantConfig, verdicts: list[VerdictEvent], every_s: float) -> None:
+        self.cfg = cfg
+        self.verdicts = verdicts
+        self.every_s = every_s
+        self.sent = 0
+        self.thread = threading.Thread(target=self._run, name="trickle", daemon=True)
+
+    def _run(self) -> None:
+        producer = make_producer(self.cfg.kafka, client_suffix="test-trickle")
+        for v in self.verdicts:
+            value, headers = encode(v, source="inspector/test", time=v.timings.emitted_at)
+            producer.produce(
+                self.cfg.topics.verdicts, value=value, key=v.line_id.encode(), headers=headers
+            )
+            producer.flush(5)
+            self.sent += 1
+            time.sleep(self.every_s)  # pacing the source, not waiting for a condition
+
+    def __enter__(self) -> Trickle:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.thread.join(60)
+
+    @property
+    def done(self) -> bool:
+        return not self.thread.is_alive()
 
 
 def write_config(cfg: PlantConfig, path: Path) -> Path:

@@ -32,7 +32,15 @@ from inspector.events import (
     header_dict,
 )
 from inspector.localstack import ManagedProcess, free_port, start_redis
-from tests.act.support import LINES, Collector, RunningAct, send, verdict, write_config
+from tests.act.support import (
+    LINES,
+    Collector,
+    RunningAct,
+    Trickle,
+    send,
+    verdict,
+    write_config,
+)
 from tests.act.test_signing import NEW, OLD
 from tests.helpers import create_topics, produce, wait_for
 
@@ -42,7 +50,10 @@ MakeConfig = Callable[..., PlantConfig]
 
 
 def act_config(make_config: MakeConfig, *workflows: dict[str, Any], **over: Any) -> PlantConfig:
-    cfg = make_config(lines=LINES, workflows=list(workflows), **over)
+    # The test broker holds a join for half the session timeout: 3 s keeps each
+    # (re)start of act at ~1.5 s, and a killed member is evicted within 3 s.
+    kafka = {"session_timeout_ms": 3000, "heartbeat_interval_ms": 500}
+    cfg = make_config(lines=LINES, workflows=list(workflows), kafka=kafka, **over)
     create_topics(cfg)
     return cfg
 
@@ -386,20 +397,19 @@ def test_redelivered_verdicts_do_not_refire_and_a_pending_action_is_redone(
 
 
 def test_act_restarted_mid_stream_loses_and_duplicates_nothing(make_config: MakeConfig) -> None:
-    cfg = act_config(make_config, {"kind": "divert", "name": "reject-gate"})
+    cfg = act_config(make_config, {"kind": "divert", "name": "reject-gate"}, act={"max_batch": 2})
     col = Collector(cfg, [cfg.topics.line_commands])
     try:
-        act = RunningAct(cfg).__enter__()
-        send(cfg, [verdict(i, part=f"p{i}") for i in range(5)])
-        col.wait(lambda: len(commands(col, cfg, "divert")) >= 2, 30, "the stream under way")
-        send(cfg, [verdict(i, part=f"p{i}") for i in range(5, 10)])
-        act.stop()  # SIGTERM path, mid-stream
-        send(cfg, [verdict(i, part=f"p{i}") for i in range(10, 15)])
-        with RunningAct(cfg):
-            col.wait(lambda: len(commands(col, cfg, "divert")) >= 15, 30, "all fifteen diverts")
+        with Trickle(cfg, [verdict(i, part=f"p{i}") for i in range(40)], every_s=0.05) as src:
+            with RunningAct(cfg):
+                col.wait(lambda: len(commands(col, cfg, "divert")) >= 5, 30, "the stream")
+            seen_at_stop = len(commands(col, cfg, "divert"))  # SIGTERM path, mid-stream
+            assert not src.done and seen_at_stop < 40
+            with RunningAct(cfg):
+                col.wait(lambda: len(commands(col, cfg, "divert")) >= 40, 30, "all forty")
         col.drain()
         got = Counter(d.verdict_id for d in commands(col, cfg, "divert"))
-        assert got == {f"v-cam-1-{i}": 1 for i in range(15)}
+        assert got == {f"v-cam-1-{i}": 1 for i in range(40)}
     finally:
         col.close()
 
@@ -407,7 +417,6 @@ def test_act_restarted_mid_stream_loses_and_duplicates_nothing(make_config: Make
 def test_act_killed_mid_stream_redoes_only_with_identical_commands(
     make_config: MakeConfig, tmp_path: Path
 ) -> None:
-    import os
     import signal
     import subprocess
     import sys
@@ -415,19 +424,33 @@ def test_act_killed_mid_stream_redoes_only_with_identical_commands(
     cfg = act_config(make_config, {"kind": "divert", "name": "reject-gate"},
                      act={"max_batch": 2})
     path = write_config(cfg, tmp_path / "plant.yaml")
-    argv = [str(Path(sys.executable).parent / "inspector"), "act", "--config", str(path),
-            "--metrics-port", "0"]
+    inspector = str(Path(sys.executable).parent / "inspector")
+    ports = [free_port(), free_port()]
     log = (tmp_path / "act.log").open("ab")
     col = Collector(cfg, [cfg.topics.line_commands])
     procs: list[subprocess.Popen[bytes]] = []
+
+    def start(port: int) -> None:
+        argv = [inspector, "act", "--config", str(path), "--metrics-port", str(port)]
+        procs.append(subprocess.Popen(argv, stdout=log, stderr=log))
+
+    def healthy(port: int) -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     try:
-        procs.append(subprocess.Popen(argv, stdout=log, stderr=log))
-        send(cfg, [verdict(i, part=f"p{i}") for i in range(20)])
-        col.wait(lambda: len(commands(col, cfg, "divert")) >= 4, 40, "the stream under way")
-        procs[0].send_signal(signal.SIGKILL)  # no graceful commit
-        procs[0].wait(10)
-        procs.append(subprocess.Popen(argv, stdout=log, stderr=log))
-        col.wait(lambda: len({d.command_id for d in commands(col, cfg, "divert")}) == 20, 60,
+        start(ports[0])
+        wait_for(lambda: healthy(ports[0]), 30, "act to serve /healthz")
+        with Trickle(cfg, [verdict(i, part=f"p{i}") for i in range(40)], every_s=0.1) as src:
+            col.wait(lambda: len(commands(col, cfg, "divert")) >= 5, 40, "the stream under way")
+            procs[0].send_signal(signal.SIGKILL)  # no graceful commit, mid-batch at worst
+            procs[0].wait(10)
+            assert not src.done, "the kill must land mid-stream"
+            start(ports[1])
+        wait_for(lambda: healthy(ports[1]), 30, "the restarted act to serve /healthz")
+        col.wait(lambda: len({d.command_id for d in commands(col, cfg, "divert")}) == 40, 60,
                  "every verdict diverted after the restart")
     finally:
         for p in procs:
@@ -442,8 +465,7 @@ def test_act_killed_mid_stream_redoes_only_with_identical_commands(
         by_id.setdefault(str(header_dict(m.headers())["ce_id"]), set()).add(m.value() or b"")
     # A kill between the broker's ack and the done-mark can repeat a command, but only
     # byte-identical with the same ce_id, which a PLC gateway drops.
-    assert len(by_id) == 20 and all(len(v) == 1 for v in by_id.values())
-    assert os.path.getsize(tmp_path / "act.log") > 0
+    assert len(by_id) == 40 and all(len(v) == 1 for v in by_id.values())
 
 
 # --------------------------------------------------------------------------- bad input
