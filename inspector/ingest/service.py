@@ -95,7 +95,17 @@ class IngestService:
         rtsp.configure_ffmpeg()
         delivery_timeout_ms = int(min(300.0, max(5.0, cfg.frames.max_age_s)) * 1000)
         # A frame older than max_age_s is judged FAULT anyway: stop retrying it then.
-        timeout: dict[str, Any] = {"message.timeout.ms": delivery_timeout_ms}
+        # Frames are a latest-wins stream and a duplicate is recognised by its frame_id, so
+        # the frames producer is not idempotent: an idempotent producer whose broker lost
+        # its producer state (restart without it) stalled here until restarted. One
+        # request in flight keeps per-camera order across retries.
+        timeout: dict[str, Any] = {
+            "message.timeout.ms": delivery_timeout_ms,
+            "enable.idempotence": False,
+            "max.in.flight.requests.per.connection": 1,
+            # frames go stale in seconds: look for the broker again at least every second
+            "reconnect.backoff.max.ms": 1000,
+        }
         self.frames_producer = make_producer(
             cfg.kafka,
             client_suffix="ingest-frames",
@@ -103,7 +113,9 @@ class IngestService:
             buffer_messages=cfg.ingest.producer_buffer_frames + 64,
             **timeout,
         )
-        self.status_producer = make_producer(cfg.kafka, client_suffix="ingest-status")
+        # Status events carry deterministic ids (duplicates are recognisable): same settings.
+        resilient = {k: v for k, v in timeout.items() if k != "message.timeout.ms"}
+        self.status_producer = make_producer(cfg.kafka, client_suffix="ingest-status", **resilient)
         self.status = StatusPublisher(cfg, self.status_producer, self.run_id)
         self.publisher = FramePublisher(
             cfg,

@@ -123,3 +123,32 @@ def test_redis_down_drops_frames_with_a_reason_and_recovers(
         finally:
             again.close()
     assert reader.stats.drops["redis_unavailable"] == drops() - before
+
+
+def test_broker_outage_buffers_then_drops_and_resumes(
+    fleet: SimCameraFleet, ingest_config: Callable[..., PlantConfig], tmp_path: Path
+) -> None:
+    from inspector.bus.kafka import ensure_topics
+    from inspector.localstack import start_kafka
+
+    broker = start_kafka(log_dir=tmp_path)
+    try:
+        cfg = ingest_config(
+            [camera("cam-b", fleet.url("cam-b"))],
+            kafka={"bootstrap_servers": f"127.0.0.1:{broker.port}"},
+            ingest={"producer_buffer_frames": 5},
+        )
+        with running(cfg, triggers=False) as svc:
+            reader = svc.readers[0]
+            wait_for(lambda: reader.stats.frames_ingested >= 3, 15, "frames before the outage")
+            broker.close()
+            wait_for(lambda: reader.stats.drops.get("broker_backlog", 0) >= 3, 10,
+                     "counted drops once the local buffer is full")
+            assert svc.publisher is not None and svc.publisher.inflight <= 5
+            assert reader.state == "streaming"
+            ingested = reader.stats.frames_ingested
+            broker = start_kafka(port=broker.port, log_dir=tmp_path)  # memory broker: empty
+            ensure_topics(cfg.kafka, cfg.topics)
+            wait_for(lambda: reader.stats.frames_ingested >= ingested + 5, 20, "resumed")
+    finally:
+        broker.close()
