@@ -43,6 +43,7 @@ from inspector.events import (
     encode,
 )
 from inspector.metrics import ACTIONS
+from inspector.observe.tracing import child_headers
 
 log = logging.getLogger(__name__)
 
@@ -145,11 +146,15 @@ class ActEngine:
     ) -> BatchEffects:
         self.count(batch)
         fx = BatchEffects()
+        causes: list[Message] = []  # the verdict record behind each outgoing message
         for msg, v in batch:
             for wf in self.workflows:
                 self.apply(wf, v, msg, fx)
-        for topic, key, payload in fx.messages:
+            causes += [msg] * (len(fx.messages) - len(causes))
+        for (topic, key, payload), cause in zip(fx.messages, causes, strict=True):
             value, headers = encode(payload, source=SOURCE, time=time.time())
+            # Actions continue the frame's trace (ingest → worker → act).
+            headers, _ = child_headers(cause.headers(), headers)
             producer.produce(topic, value=value, key=key.encode(), headers=headers,
                              on_delivery=tracker)
         tracker.flush(producer)  # raises DeliveryFailed → the loop rewinds; records stay pending

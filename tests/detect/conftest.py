@@ -43,7 +43,10 @@ def detect_config(make_config: Callable[..., PlantConfig], **over: Any) -> Plant
                                   ("scratch", "dent", "stain", "crack", "missing_bolt")},
                       "ignore": [[[0, 0], [110, 0], [110, 28], [0, 28]]]},
         }],
-        "worker": {"max_batch": 8, "max_wait_ms": 5},
+        # Frames are published before the worker joins its group (a few seconds), so
+        # shedding and staleness limits sit well above that; the fault test sets its own.
+        "worker": {"max_batch": 8, "max_wait_ms": 5, "shed_after_ms": 60_000},
+        "frames": {"max_age_s": 120},
     }
     base.update(over)
     cfg = make_config(**base)

@@ -71,6 +71,7 @@ def test_untrustworthy_frames_are_fault_never_pass(
         pub.publish("cam-1", good, store=False).frame_id: "fault:claim_expired",
         pub.publish("cam-1", jpeg=b"\xff\xd8\xffnot-a-jpeg" * 10).frame_id: "fault:undecodable",
         pub.publish("cam-1", good, captured_at=time.time() - 600).frame_id: "fault:stale",
+        pub.publish("cam-1", good, captured_at=time.time() - 90).frame_id: "fault:shed",
         pub.publish("cam-1", np.zeros_like(good)).frame_id: "fault:uniform_image",
         pub.publish("cam-1", np.full_like(good, 128)).frame_id: "fault:uniform_image",
         pub.publish("cam-1", good[::2, ::2].copy()).frame_id: "fault:wrong_size",
@@ -147,7 +148,7 @@ def test_inline_frames_and_redelivery_reemits_identical_verdict(
 def test_sigkill_one_of_two_workers_loses_nothing(
     make_config, sim_frames, tmp_path: Path  # type: ignore[no-untyped-def]
 ) -> None:
-    cfg = detect_config(make_config, worker={"max_batch": 4, "max_wait_ms": 2})
+    cfg = detect_config(make_config, worker={"max_batch": 4, "max_wait_ms": 2, "shed_after_ms": 60_000})
     data = cfg.model_dump(mode="json")
     path = tmp_path / "plant.yaml"
     path.write_text(yaml.safe_dump(data))
