@@ -1,0 +1,363 @@
+"""Parts 3-5: worker throughput end to end, latency under load, behaviour under overload."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import (
+    FramePublisher,
+    MachineMeter,
+    Servers,
+    VerdictReader,
+    VerdictSeen,
+    camera_ids,
+    make_plant,
+    ms_percentiles,
+    new_prefix,
+    plant_dict,
+    proc_cpu_s,
+    write_config,
+)
+from inspector.bus.kafka import ensure_topics
+from inspector.detect.model import Detector, OnnxRuntimeDetector
+from inspector.detect.worker import build_worker
+from inspector.events import Detection, VerdictEvent
+
+E2E_CAMERAS = 4
+CAMERA_FPS = 5.0  # paced cameras sample at this rate, as ingest does by default
+
+
+class TimedDetector:
+    """Wraps the detector the worker gets, to split its wall time into model and the rest."""
+
+    def __init__(self, inner: Detector) -> None:
+        self.inner = inner
+        self.info = inner.info
+        self.detect_s = 0.0
+        self.images = 0
+
+    def detect(self, images: list[np.ndarray]) -> list[list[Detection]]:
+        t0 = time.perf_counter()
+        try:
+            return self.inner.detect(images)
+        finally:
+            self.detect_s += time.perf_counter() - t0
+            self.images += len(images)
+
+
+# --------------------------------------------------------------------------- part 3
+
+
+def part3_worker(
+    srv: Servers, det: Detector, jpegs: list[bytes], n_frames: int, timeout_s: float = 300.0
+) -> dict[str, Any]:
+    """N frames pre-loaded into broker + Redis, one in-process worker drains them.
+
+    Throughput = frames / (first batch handed to the worker → last offset commit, which
+    the loop makes only after every verdict of the batch was acknowledged).
+    """
+    cams = camera_ids(E2E_CAMERAS)
+    data = plant_dict(
+        srv,
+        new_prefix("e2e"),
+        cams,
+        # Pre-loaded frames wait for the group join: nothing may be shed or stale.
+        frames={"max_age_s": 3600},
+        worker={"max_batch": 8, "max_wait_ms": 5, "shed_after_ms": 3_600_000},
+    )
+    cfg = make_plant(data)
+    ensure_topics(cfg.kafka, cfg.topics)
+    pub = FramePublisher(cfg, "e2e")
+    for i in range(n_frames):
+        pub.publish(cams[i % len(cams)], jpegs[i % len(jpegs)])
+    pub.flush()
+
+    timed = TimedDetector(det)
+    session_s = [0.0]
+    inner_infer = None
+    if isinstance(det, OnnxRuntimeDetector):
+        inner_infer = det.infer
+
+        def infer(batch: np.ndarray) -> np.ndarray:
+            t0 = time.perf_counter()
+            try:
+                assert inner_infer is not None
+                return inner_infer(batch)
+            finally:
+                session_s[0] += time.perf_counter() - t0
+
+        det.infer = infer  # type: ignore[method-assign]
+    worker, loop = build_worker(cfg, detector=timed)
+    marks: dict[str, float] = {}
+    handle_s = [0.0]
+    batches: list[int] = []
+    verdicts: dict[str, int] = {}
+    rules: dict[str, int] = {}
+    done = threading.Event()
+    inner_handle = loop.handle
+    inner_commit = loop.after_commit
+    inner_emit = worker.after_emit
+
+    def handle(batch: list[Any]) -> None:
+        t0 = time.perf_counter()
+        marks.setdefault("first_batch", t0)
+        try:
+            inner_handle(batch)
+        finally:
+            handle_s[0] += time.perf_counter() - t0
+            batches.append(len(batch))
+
+    def after_commit() -> None:
+        if inner_commit:
+            inner_commit()
+        marks["last_commit"] = time.perf_counter()
+        if loop.stats.records >= n_frames:
+            done.set()
+
+    def after_emit(emitted: list[VerdictEvent]) -> None:
+        for v in emitted:
+            verdicts[v.verdict] = verdicts.get(v.verdict, 0) + 1
+            if v.verdict == "FAULT":
+                rules[v.rule or "?"] = rules.get(v.rule or "?", 0) + 1
+        inner_emit(emitted)
+
+    loop.handle = handle
+    loop.after_commit = after_commit
+    worker.after_emit = after_emit  # type: ignore[method-assign]
+    meter = MachineMeter().start()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            loop.run()
+        except BaseException as exc:
+            errors.append(exc)
+            done.set()
+
+    th = threading.Thread(target=run, name="bench-worker", daemon=True)
+    th.start()
+    try:
+        complete = done.wait(timeout_s)
+    finally:
+        loop.shutdown.request()
+        th.join(30)
+        vars(det).pop("infer", None)  # back to the class's own method
+    machine = meter.stop()
+    if errors:
+        raise RuntimeError(f"worker failed: {errors[0]!r}")
+    records = loop.stats.records
+    threads = (
+        det.session.get_session_options().intra_op_num_threads
+        if isinstance(det, OnnxRuntimeDetector)
+        else None
+    )
+    wall = marks.get("last_commit", 0.0) - marks.get("first_batch", 0.0)
+    fps = records / wall if wall > 0 else 0.0
+    loop_overhead = wall - handle_s[0]
+    return {
+        "what": f"{n_frames} sim 1280x720 q85 JPEGs pre-loaded (claim-check in Redis, "
+        f"{E2E_CAMERAS} cameras, {cfg.topics.partitions} partitions), one worker in-process, "
+        f"max_batch 8, model threads {threads}; "
+        "first batch → last commit",
+        "frames": n_frames,
+        "processed": records,
+        "complete": complete,
+        "seconds": round(wall, 2),
+        "fps": round(fps, 1),
+        "mean_batch": round(float(np.mean(batches)), 2) if batches else None,
+        "verdicts": verdicts,
+        "faults_by_rule": rules,
+        "time_split": {
+            "session_run_s": round(session_s[0], 2),
+            "detect_pre_post_s": round(timed.detect_s - session_s[0], 2),
+            "handle_rest_s": round(handle_s[0] - timed.detect_s, 2),
+            "loop_poll_flush_commit_s": round(loop_overhead, 2),
+            "what": "session_run: ONNX Runtime; detect_pre_post: letterbox + NMS; "
+            "handle_rest: Redis fetch, JPEG decode, vetting, rules, verdict JSON, evidence "
+            "for FAILs, produce; loop: poll, waiting for acks, commit",
+        },
+        **machine,
+    }
+
+
+# --------------------------------------------------------------------------- parts 4 + 5
+
+
+def pace(
+    pub: FramePublisher,
+    cams: list[str],
+    jpegs: list[bytes],
+    rate: float,
+    seconds: float,
+    stop: threading.Event | None = None,
+) -> dict[str, float]:
+    """Offer ``rate`` frames/s for ``seconds``, the cameras taking turns; return frame → t."""
+    sent: dict[str, float] = {}
+    t0 = time.monotonic()
+    k = 0
+    late = 0
+    while True:
+        due = t0 + k / rate
+        if due - t0 >= seconds or (stop is not None and stop.is_set()):
+            break
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        elif delay < -0.05:
+            late += 1
+        fid = pub.publish(cams[k % len(cams)], jpegs[k % len(jpegs)])
+        sent[fid] = pub.published[fid]
+        k += 1
+    pub.producer.flush(30)
+    return sent
+
+
+def latency_summary(seen: list[VerdictSeen], sent: int) -> dict[str, Any]:
+    judged = [v for v in seen if v.verdict in ("PASS", "FAIL")]
+    shed = [v for v in seen if v.rule == "fault:shed"]
+    other = [v for v in seen if v.verdict == "FAULT" and v.rule != "fault:shed"]
+    return {
+        "sent": sent,
+        "verdicts": len(seen),
+        "judged": len(judged),
+        "shed": len(shed),
+        "other_faults": len(other),
+        "capture_to_read_ms_judged": ms_percentiles([v.read_at - v.captured_at for v in judged]),
+        "capture_to_emit_ms_judged": ms_percentiles([v.emitted_at - v.captured_at for v in judged]),
+        "capture_to_read_ms_all": ms_percentiles([v.read_at - v.captured_at for v in seen]),
+    }
+
+
+def start_worker_process(cfg_path: Path, log_dir: Path) -> Any:
+    from inspector.demo import Child, wait_ready
+    from inspector.localstack import free_port
+
+    port = free_port()
+    child = Child(
+        "worker",
+        [
+            sys.executable,
+            "-m",
+            "inspector",
+            "worker",
+            "--config",
+            str(cfg_path),
+            "--metrics-port",
+            str(port),
+        ],
+        {**os.environ, "INSPECTOR_INSTANCE_ID": "bench"},
+        log_dir / "worker.log",
+        port,
+    ).start()
+    try:
+        wait_ready(child, 90)
+    except Exception:
+        child.stop()
+        raise
+    return child
+
+
+def parts45_latency(
+    srv: Servers,
+    jpegs: list[bytes],
+    capacity_fps: float,
+    *,
+    loads: tuple[float, ...],
+    phase_s: float,
+    overload: float | None,
+    overload_s: float,
+    shed_after_ms: float,
+    log_dir: Path,
+    echo: Any = print,
+) -> dict[str, Any]:
+    """One worker process (as a plant runs it); a paced publisher offers each load in turn."""
+    top = max([*loads, overload or 0.0]) * capacity_fps
+    cams = camera_ids(max(1, min(128, math.ceil(top / CAMERA_FPS))))
+    data = plant_dict(
+        srv,
+        new_prefix("lat"),
+        cams,
+        worker={"max_batch": 8, "max_wait_ms": 5, "shed_after_ms": shed_after_ms},
+    )
+    cfg = make_plant(data)
+    ensure_topics(cfg.kafka, cfg.topics)
+    cfg_path = write_config(data, log_dir / "latency-plant.yaml")
+    child = start_worker_process(cfg_path, log_dir)
+    reader = VerdictReader(cfg).start()
+    out: dict[str, Any] = {"shed_after_ms": shed_after_ms, "capacity_fps_used": capacity_fps}
+    try:
+        pub = FramePublisher(cfg, "lat")
+
+        def phase(name: str, share: float, seconds: float) -> tuple[dict[str, float], float]:
+            rate = share * capacity_fps
+            n_cams = max(1, min(len(cams), round(rate / CAMERA_FPS)))
+            echo(f"  {name}: offering {rate:.1f} frames/s as {n_cams} cameras for {seconds:g} s")
+            t0 = time.time()
+            sent = pace(pub, cams[:n_cams], jpegs, rate, seconds)
+            return sent, t0
+
+        # Warm-up: the first batches pay for ORT's arena and the verdict producer's connect.
+        sent, _ = phase("warm-up", min(loads), 3.0)
+        reader.wait_for(sent, 30)
+        for share in loads:
+            meter = MachineMeter().start()
+            cpu0 = proc_cpu_s(child.proc.pid) or 0.0
+            sent, t0 = phase(f"{share:.0%} load", share, phase_s)
+            offered_s = time.time() - t0
+            complete = reader.wait_for(sent, 30)
+            cpu1 = proc_cpu_s(child.proc.pid) or 0.0
+            res = latency_summary(reader.of(sent), len(sent))
+            res.update(
+                {
+                    "offered_fps": round(len(sent) / offered_s, 1),
+                    "cameras": max(1, min(len(cams), round(share * capacity_fps / CAMERA_FPS))),
+                    "seconds": round(offered_s, 1),
+                    "complete": complete,
+                    "worker_cpu_cores": round((cpu1 - cpu0) / max(time.time() - t0, 1e-6), 2),
+                    **meter.stop(),
+                }
+            )
+            out[f"{round(share * 100)}%"] = res
+        if overload:
+            meter = MachineMeter().start()
+            sent, t0 = phase(f"overload {overload:g}x", overload, overload_s)
+            t_end = time.time()
+            complete = reader.wait_for(sent, 60)
+            drained = time.time()
+            seen = {f: reader.seen[f] for f in sent if f in reader.seen}
+            res = latency_summary(list(seen.values()), len(sent))
+            window = min(10.0, overload_s / 3)
+            first = [v for v in seen.values() if v.captured_at - t0 < window]
+            last = [v for v in seen.values() if v.captured_at >= t_end - window]
+            res.update(
+                {
+                    "offered_fps": round(len(sent) / (t_end - t0), 1),
+                    "seconds": round(t_end - t0, 1),
+                    "complete": complete,
+                    "drain_after_offer_s": round(
+                        max(v.read_at for v in seen.values()) - t_end if seen else drained - t_end,
+                        2,
+                    ),
+                    "first_window": {
+                        "seconds": window,
+                        **latency_summary(first, len(first)),
+                    },
+                    "last_window": {"seconds": window, **latency_summary(last, len(last))},
+                    "judged_fps": round(res["judged"] / (t_end - t0), 1),
+                    **meter.stop(),
+                }
+            )
+            out["overload"] = res
+    finally:
+        reader.close()
+        code = child.stop()
+        out["worker_exit_code"] = code
+    return out
