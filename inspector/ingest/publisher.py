@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from inspector.metrics import (
     CAPTURE_TO_PUBLISH,
     FRAMES_INGESTED,
 )
+from inspector.observe.tracing import new_traceparent
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +41,6 @@ log = logging.getLogger(__name__)
 RECORD_OVERHEAD = 512
 MIN_QUALITY = 30
 QUALITY_STEP = 10
-
-
-def new_traceparent() -> str:
-    """A W3C trace context for one frame: version 00, random trace and span ids, sampled."""
-    trace = os.urandom(16).hex()
-    span = os.urandom(8).hex()
-    if trace == "0" * 32 or span == "0" * 16:  # all-zero ids are invalid; practically never
-        return new_traceparent()
-    return f"00-{trace}-{span}-01"
 
 
 def encode_jpeg(image: npt.NDArray[np.uint8], quality: int) -> bytes:

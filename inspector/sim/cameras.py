@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from inspector.localstack import free_port
 from inspector.sim.clip import SYSTEM_PYTHON, ClipFiles, cached_clip
 from inspector.sim.scene import SceneConfig
 from inspector.sim.truth import ClipTruth
@@ -29,12 +30,6 @@ from inspector.sim.truth import ClipTruth
 __all__ = ["SimCameraFleet", "run_fleet"]
 
 SERVER_SCRIPT = Path(__file__).resolve().parent / "rtsp_server.py"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
