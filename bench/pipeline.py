@@ -27,6 +27,7 @@ from bench.common import (
     write_config,
 )
 from inspector.bus.kafka import ensure_topics
+from inspector.demo import rss_mb
 from inspector.detect.model import Detector, OnnxRuntimeDetector
 from inspector.detect.worker import build_worker
 from inspector.events import Detection, VerdictEvent
@@ -198,8 +199,12 @@ def pace(
     rate: float,
     seconds: float,
     stop: threading.Event | None = None,
-) -> dict[str, float]:
-    """Offer ``rate`` frames/s for ``seconds``, the cameras taking turns; return frame → t."""
+) -> tuple[dict[str, float], int]:
+    """Offer ``rate`` frames/s for ``seconds``, the cameras taking turns.
+
+    Returns frame id → captured_at, and how many frames went out > 50 ms behind schedule
+    (the publisher itself starved of CPU).
+    """
     sent: dict[str, float] = {}
     t0 = time.monotonic()
     k = 0
@@ -217,7 +222,7 @@ def pace(
         sent[fid] = pub.published[fid]
         k += 1
     pub.producer.flush(30)
-    return sent
+    return sent, late
 
 
 def latency_summary(seen: list[VerdictSeen], sent: int) -> dict[str, Any]:
@@ -296,21 +301,21 @@ def parts45_latency(
     try:
         pub = FramePublisher(cfg, "lat")
 
-        def phase(name: str, share: float, seconds: float) -> tuple[dict[str, float], float]:
+        def phase(name: str, share: float, seconds: float) -> tuple[dict[str, float], float, int]:
             rate = share * capacity_fps
             n_cams = max(1, min(len(cams), round(rate / CAMERA_FPS)))
             echo(f"  {name}: offering {rate:.1f} frames/s as {n_cams} cameras for {seconds:g} s")
             t0 = time.time()
-            sent = pace(pub, cams[:n_cams], jpegs, rate, seconds)
-            return sent, t0
+            sent, late = pace(pub, cams[:n_cams], jpegs, rate, seconds)
+            return sent, t0, late
 
         # Warm-up: the first batches pay for ORT's arena and the verdict producer's connect.
-        sent, _ = phase("warm-up", min(loads), 3.0)
+        sent, _, _ = phase("warm-up", min(loads), 3.0)
         reader.wait_for(sent, 30)
         for share in loads:
             meter = MachineMeter().start()
             cpu0 = proc_cpu_s(child.proc.pid) or 0.0
-            sent, t0 = phase(f"{share:.0%} load", share, phase_s)
+            sent, t0, late = phase(f"{share:.0%} load", share, phase_s)
             offered_s = time.time() - t0
             complete = reader.wait_for(sent, 30)
             cpu1 = proc_cpu_s(child.proc.pid) or 0.0
@@ -321,6 +326,7 @@ def parts45_latency(
                     "cameras": max(1, min(len(cams), round(share * capacity_fps / CAMERA_FPS))),
                     "seconds": round(offered_s, 1),
                     "complete": complete,
+                    "late_sends": late,
                     "worker_cpu_cores": round((cpu1 - cpu0) / max(time.time() - t0, 1e-6), 2),
                     **meter.stop(),
                 }
@@ -328,7 +334,7 @@ def parts45_latency(
             out[f"{round(share * 100)}%"] = res
         if overload:
             meter = MachineMeter().start()
-            sent, t0 = phase(f"overload {overload:g}x", overload, overload_s)
+            sent, t0, late = phase(f"overload {overload:g}x", overload, overload_s)
             t_end = time.time()
             complete = reader.wait_for(sent, 60)
             drained = time.time()
@@ -352,10 +358,13 @@ def parts45_latency(
                     },
                     "last_window": {"seconds": window, **latency_summary(last, len(last))},
                     "judged_fps": round(res["judged"] / (t_end - t0), 1),
+                    "late_sends": late,
                     **meter.stop(),
                 }
             )
             out["overload"] = res
+        assert child.proc is not None
+        out["worker_rss_mb"] = rss_mb(child.proc.pid)
     finally:
         reader.close()
         code = child.stop()

@@ -208,6 +208,8 @@ def figures(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                     f"(emit p99 {emit['p99']}), {r['judged']}/{r['sent']} judged",
                 )
             )
+    if four.get("worker_rss_mb") is not None:
+        rows.append(("4", "worker process RSS after parts 4-5", f"{four['worker_rss_mb']} MB"))
     five = p.get("5", {})
     if "offered_fps" in five:
         lat = five["capture_to_read_ms_judged"]
