@@ -133,6 +133,12 @@ class VerdictEvent(Payload):
     line_id: str
     seq: int
     part_id: str | None = None
+    part_failed_frames: int | None = Field(
+        None, description="failing frames of this part so far (frames with a part id)"
+    )
+    part_verdict: Literal["PASS", "FAIL"] | None = Field(
+        None, description="the part's verdict so far under the line's part_aggregation rule"
+    )
     verdict: Verdict
     rule: str = Field(..., description="the rule that decided, e.g. class:scratch or fault:expired")
     reason: str = ""
@@ -389,9 +395,7 @@ def check_envelope(
     return ce_type, _text(h, "content-type"), h
 
 
-def decode(
-    value: bytes | None, headers: RawHeaders, expect: type[P]
-) -> P:
+def decode(value: bytes | None, headers: RawHeaders, expect: type[P]) -> P:
     """Decode a JSON event of type ``expect``; raise EventError with a precise reason."""
     ce_type, ctype, _ = check_envelope(headers)
     if ce_type != expect.ce_type:
@@ -465,9 +469,7 @@ def encode_frame(meta: FrameMeta, jpeg: bytes | None, *, source: str) -> tuple[b
     return value, hdrs
 
 
-def decode_frame(
-    value: bytes | None, headers: RawHeaders
-) -> tuple[FrameMeta, bytes | None]:
+def decode_frame(value: bytes | None, headers: RawHeaders) -> tuple[FrameMeta, bytes | None]:
     """→ (meta, inline JPEG or None). Raises EventError for anything malformed."""
     ce_type, ctype, h = check_envelope(headers)
     if ce_type != FrameMeta.ce_type:

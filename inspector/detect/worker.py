@@ -34,7 +34,7 @@ from inspector.bus.loop import RetryLater, StreamLoop
 from inspector.bus.store import FrameStore, StoreUnavailable, connect
 from inspector.config import CameraSettings, LineSettings, PlantConfig
 from inspector.detect.model import Detector, load_detector
-from inspector.detect.rules import CompiledRules, Judgement, image_is_uniform
+from inspector.detect.rules import CompiledRules, Judgement, image_is_uniform, part_decision
 from inspector.events import (
     DefectEvent,
     Detection,
@@ -59,6 +59,7 @@ from inspector.observe.tracing import child_traceparent, with_traceparent
 
 log = logging.getLogger(__name__)
 SOURCE = "inspector/detect"
+PART_STATE_TTL_S = 3600  # a part is long gone from the line after an hour
 
 
 @dataclass
@@ -273,15 +274,52 @@ class DetectWorker:
             BATCH_SIZE.observe(len(ok))
         self.emit(jobs, decided, t0, t1)
 
-    def judge(self, j: FrameJob, t0: float, t1: float, pipe: Any) -> VerdictEvent:
+    def judgement(self, j: FrameJob) -> Judgement:
         m = j.meta
         if j.fault is not None or j.detections is None:
             rule, reason = j.fault or ("fault:unknown", "no detections")
-            judgement = Judgement("FAULT", rule, reason)
-            dets: list[Detection] = []
-        else:
-            dets = j.detections
-            judgement = self.rules[m.line_id].judge(dets, m.width, m.height)
+            return Judgement("FAULT", rule, reason)
+        return self.rules[m.line_id].judge(j.detections, m.width, m.height)
+
+    def part_tally(self, judged: list[tuple[FrameJob, Judgement]]) -> dict[str, int]:
+        """Failing frames per part so far (frames tagged with a part id by a trigger).
+
+        A set of frame ids, so a redelivered frame is never counted twice.
+        """
+        pipe = self.store.client.pipeline(transaction=False)
+        order = []
+        for j, jd in judged:
+            if j.meta.part_id is None or jd.verdict == "FAULT":
+                continue
+            key = self.store.key(f"{j.meta.line_id}:{j.meta.part_id}", "part-fails")
+            if jd.verdict == "FAIL":
+                pipe.sadd(key, j.meta.frame_id)
+                pipe.expire(key, PART_STATE_TTL_S)
+            order.append((j.meta.frame_id, len(pipe)))
+            pipe.scard(key)
+        if not order:
+            return {}
+        try:
+            res = pipe.execute()
+        except Exception as exc:
+            raise RetryLater(f"Redis part tally failed: {exc}") from None
+        return {fid: int(res[i]) for fid, i in order}
+
+    def judge(
+        self,
+        j: FrameJob,
+        judgement: Judgement,
+        part_fails: int | None,
+        t0: float,
+        t1: float,
+        pipe: Any,
+    ) -> VerdictEvent:
+        m = j.meta
+        dets: list[Detection] = (j.detections or []) if judgement.verdict != "FAULT" else []
+        part_verdict = None
+        if part_fails is not None:
+            rules = self.rules[m.line_id].rules
+            part_verdict = "FAIL" if part_decision(part_fails, rules) else "PASS"
         evidence_key = annotated_key = None
         if judgement.verdict == "FAIL":
             evidence_key, annotated_key = self.keep_evidence(
@@ -297,6 +335,8 @@ class DetectWorker:
             line_id=m.line_id,
             seq=m.seq,
             part_id=m.part_id,
+            part_failed_frames=part_fails,
+            part_verdict=part_verdict,
             verdict=judgement.verdict,
             rule=judgement.rule,
             reason=judgement.reason,
@@ -318,10 +358,12 @@ class DetectWorker:
         assert self.loop is not None
         pipe = self.store.client.pipeline(transaction=False)
         fresh: list[tuple[FrameJob, bytes, int]] = []
-        for j in jobs:
-            if self.verdict_key(j.meta.frame_id) in decided:
-                continue
-            v = self.judge(j, t0, t1, pipe)
+        judged = [
+            (j, self.judgement(j)) for j in jobs if self.verdict_key(j.meta.frame_id) not in decided
+        ]
+        tally = self.part_tally(judged)
+        for j, jd in judged:
+            v = self.judge(j, jd, tally.get(j.meta.frame_id), t0, t1, pipe)
             value = verdict_json(v)
             fs = self.cfg.frames
             ttl = fs.evidence_ttl_s if v.verdict == "FAIL" else fs.claim_ttl_s

@@ -197,3 +197,28 @@ def test_sigkill_one_of_two_workers_loses_nothing(
     dup = {k: v for k, v in by_id.items() if len(v) > 1}
     assert not dup, f"{len(dup)} verdict ids with different payloads"
     assert procs[1].returncode == 0
+
+
+def test_part_aggregation_k_of_n(make_config, start_worker) -> None:  # type: ignore[no-untyped-def]
+    """Frames tagged with a part id: the part fails once k of its frames failed."""
+    from inspector.sim import ConveyorScene, SceneConfig
+
+    cfg = detect_config(make_config)
+    data = cfg.model_dump(mode="json")
+    # Make every frame showing a part fail, so the test is about aggregation, not the model.
+    data["lines"][0]["rules"] = {"classes": {"part": {"min_confidence": 0.25}},
+                                 "part_aggregation": {"mode": "k_of_n", "k": 2}}
+    from inspector.config import parse_config
+
+    cfg = parse_config(data, env={})
+    scene = ConveyorScene(SceneConfig(seed=7, width=640, height=360, clip_seconds=10))
+    part_frames = [i for i in range(scene.config.n_frames)
+                   if any(p.fully_in_view for p in scene.truth(i).parts)][:4]
+    pub = FramePublisher(cfg)
+    sent = [pub.publish("cam-1", scene.render(i)[0], part_id="P1") for i in part_frames]
+    pub.flush()
+    start_worker(cfg)
+    verdicts = sorted(verdicts_of(cfg, len(sent)), key=lambda v: v.seq)
+    assert [v.verdict for v in verdicts] == ["FAIL"] * 4
+    assert [v.part_failed_frames for v in verdicts] == [1, 2, 3, 4]
+    assert [v.part_verdict for v in verdicts] == ["PASS", "FAIL", "FAIL", "FAIL"]
