@@ -108,7 +108,8 @@ def train_cmd(
         from inspector.sim import GENERATOR_VERSION
 
         gen_version = GENERATOR_VERSION
-        data = tr.generate_sim_dataset(out.parent / f"{out.name}-dataset", n_train, n_val, seed)
+        ds_dir = tr.default_config_dir().parent / "datasets" / f"sim-{gen_version}-{seed}"
+        data = tr.generate_sim_dataset(ds_dir, n_train, n_val, seed)
     assert data is not None
     t0 = time.time()
     result = tr.train(
@@ -140,7 +141,7 @@ def train_cmd(
         "ultralytics": ultralytics.__version__,
         "python": platform.python_version(),
         "train_seconds": round(time.time() - t0),
-        "epochs_completed": max(0, len((out / "run" / "results.csv").read_text().splitlines()) - 1),
+        "epochs_completed": result.epochs_completed,
         "validation": result.metrics,
         "sha256": {
             "model.onnx": tr.sha256_file(result.onnx),

@@ -58,6 +58,13 @@ class TrainResult:
     pt: Path
     onnx: Path
     metrics: dict[str, Any]
+    run_dir: Path | None = None
+
+    @property
+    def epochs_completed(self) -> int:
+        if self.run_dir is None or not (self.run_dir / "results.csv").exists():
+            return 0
+        return max(0, len((self.run_dir / "results.csv").read_text().splitlines()) - 1)
 
 
 def train(
@@ -84,7 +91,10 @@ def train(
 
     torch.set_num_threads(tu.NUM_THREADS)
     out_dir = out_dir.resolve()
-    run_dir = out_dir / "run"
+    # Ultralytics' run directory (checkpoints, results.csv) stays in the cache, so only
+    # the shipped artefacts land in out_dir (which may be inside the package).
+    work_dir = default_config_dir().parent / "train" / out_dir.name
+    run_dir = work_dir / "run"
     if run_dir.exists():
         shutil.rmtree(run_dir)
     model = YOLO(base)
@@ -100,7 +110,7 @@ def train(
         amp=False,
         plots=False,
         patience=patience,
-        project=str(out_dir),
+        project=str(work_dir),
         name="run",
         exist_ok=True,
         cache="ram",
@@ -110,7 +120,10 @@ def train(
         kwargs["time"] = time_hours
     model.train(**kwargs)
     best = run_dir / "weights" / "best.pt"
-    return finish(best, data_yaml, out_dir, imgsz=imgsz)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = finish(best, data_yaml, out_dir, imgsz=imgsz)
+    result.run_dir = run_dir
+    return result
 
 
 def finish(best: Path, data_yaml: Path, out_dir: Path, *, imgsz: int) -> TrainResult:
