@@ -27,7 +27,7 @@ from typing import Any
 import cv2
 import numpy as np
 import orjson
-from confluent_kafka import Message
+from confluent_kafka import KafkaException, Message
 
 from inspector.bus.kafka import make_consumer, make_producer
 from inspector.bus.loop import RetryLater, StreamLoop
@@ -556,6 +556,11 @@ def run_worker(cfg: PlantConfig, *, metrics_port: int | None = None, shutdown: A
     )
     try:
         stats = loop.run()
+    except KafkaException as exc:
+        # Fenced by a newer instance with our transactional id, or another fatal client
+        # error: exit non-zero so the supervisor restarts us with a fresh producer.
+        log.error("worker stopped by a fatal Kafka error", extra={"error": str(exc)})
+        return 3
     finally:
         if health:
             health.close()

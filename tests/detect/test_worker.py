@@ -222,3 +222,38 @@ def test_part_aggregation_k_of_n(make_config, start_worker) -> None:  # type: ig
     assert [v.verdict for v in verdicts] == ["FAIL"] * 4
     assert [v.part_failed_frames for v in verdicts] == [1, 2, 3, 4]
     assert [v.part_verdict for v in verdicts] == ["PASS", "FAIL", "FAIL", "FAIL"]
+
+
+def test_exactly_once_commits_offsets_in_the_transaction_and_fences_zombies(
+    make_config, start_worker, sim_frames, monkeypatch  # type: ignore[no-untyped-def]
+) -> None:
+    """What the test broker can show of transactions: the offsets travel inside the
+    transaction, and a second instance with the same transactional id fences the first."""
+    from confluent_kafka import TopicPartition
+
+    from inspector.bus.kafka import make_consumer, make_producer
+    from inspector.detect.worker import transactional_id
+
+    monkeypatch.setenv("INSPECTOR_INSTANCE_ID", "eos-test")
+    cfg = detect_config(make_config, worker={"exactly_once": True, "shed_after_ms": 60_000})
+    pub = FramePublisher(cfg)
+    sent = [pub.publish("cam-1", sim_frames[i]) for i in range(6)]
+    pub.flush()
+    w = start_worker(cfg)
+    verdicts = verdicts_of(cfg, len(sent))
+    assert {v.frame_id for v in verdicts} == {m.frame_id for m in sent}
+
+    probe = make_consumer(cfg.kafka, cfg.worker.group_id, client_suffix="probe")
+    parts = probe.list_topics(cfg.topics.frames, timeout=10).topics[cfg.topics.frames].partitions
+    committed = probe.committed([TopicPartition(cfg.topics.frames, p) for p in parts], timeout=10)
+    probe.close()
+    assert sum(max(tp.offset, 0) for tp in committed) == len(sent)
+
+    # A new instance with the same transactional id fences the running one.
+    zombie_killer = make_producer(cfg.kafka, transactional_id=transactional_id(cfg))
+    zombie_killer.init_transactions(30)
+    pub.publish("cam-1", sim_frames[7])
+    pub.flush()
+    w.thread.join(60)
+    assert not w.thread.is_alive(), "a fenced worker must stop, not keep producing"
+    assert w.error is not None and "fenc" in str(w.error).lower()
