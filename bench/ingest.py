@@ -26,7 +26,7 @@ from bench.common import (
 SAMPLE_FPS = 5.0
 STREAM_FPS = 15
 LAG_SAMPLES = 40
-MAX_LAG_S = 1.0  # a sampled frame more than this behind the camera's live edge is stale
+MAX_LAG_S = 0.5  # a sampled frame this far behind the live picture is stale already
 
 
 def scrape_labelled(port: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:

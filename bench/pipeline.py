@@ -297,7 +297,15 @@ def parts45_latency(
     cfg_path = write_config(data, log_dir / "latency-plant.yaml")
     child = start_worker_process(cfg_path, log_dir)
     reader = VerdictReader(cfg).start()
-    out: dict[str, Any] = {"shed_after_ms": shed_after_ms, "capacity_fps_used": capacity_fps}
+    out: dict[str, Any] = {
+        "what": f"one `inspector worker` process (max_batch 8, max_wait_ms 5, model "
+        f"{cfg.model.path}, imgsz {cfg.model.imgsz}, threads = cores); a paced publisher "
+        f"offers {', '.join(f'{x:.0%}' for x in loads)} of part 3's {capacity_fps:g} fps for "
+        f"{phase_s:g} s each as 5 fps cameras taking turns; latency = verdict read back from "
+        "the topic - captured_at (JPEG pre-encoded, ingest's grab + encode not included)",
+        "shed_after_ms": shed_after_ms,
+        "capacity_fps_used": capacity_fps,
+    }
     try:
         pub = FramePublisher(cfg, "lat")
 
