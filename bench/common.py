@@ -317,6 +317,9 @@ class VerdictSeen:
     emitted_at: float
     verdict: str
     rule: str | None
+    ingested_at: float
+    infer_start: float | None
+    infer_end: float | None
 
 
 class VerdictReader:
@@ -357,7 +360,14 @@ class VerdictReader:
                     d = orjson.loads(m.value() or b"{}")
                     t = d.get("timings", {})
                     seen = VerdictSeen(
-                        now, t["captured_at"], t["emitted_at"], d["verdict"], d.get("rule")
+                        now,
+                        t["captured_at"],
+                        t["emitted_at"],
+                        d["verdict"],
+                        d.get("rule"),
+                        t["ingested_at"],
+                        t.get("infer_start"),
+                        t.get("infer_end"),
                     )
                     with self.lock:
                         self.seen.setdefault(d["frame_id"], seen)

@@ -238,7 +238,73 @@ def latency_summary(seen: list[VerdictSeen], sent: int) -> dict[str, Any]:
         "capture_to_read_ms_judged": ms_percentiles([v.read_at - v.captured_at for v in judged]),
         "capture_to_emit_ms_judged": ms_percentiles([v.emitted_at - v.captured_at for v in judged]),
         "capture_to_read_ms_all": ms_percentiles([v.read_at - v.captured_at for v in seen]),
+        "segments_p50_ms_judged": segments(judged),
     }
+
+
+def segments(judged: list[VerdictSeen]) -> dict[str, float | None]:
+    """Median of each leg of a judged frame's trip, from the verdict's own timings."""
+    legs = {
+        "publish (Redis SET + meta)": [v.ingested_at - v.captured_at for v in judged],
+        "queue + fetch + decode/vet": [
+            v.infer_start - v.ingested_at for v in judged if v.infer_start is not None
+        ],
+        "inference (batch)": [
+            v.infer_end - v.infer_start
+            for v in judged
+            if v.infer_end is not None and v.infer_start is not None
+        ],
+        "rules + verdict": [v.emitted_at - v.infer_end for v in judged if v.infer_end is not None],
+        "ack + read back": [v.read_at - v.emitted_at for v in judged],
+    }
+    return {k: ms_percentiles(x)["p50"] for k, x in legs.items()}
+
+
+def broker_hop(cfg: Any, seconds: float = 5.0, rate: float = 20.0) -> dict[str, Any]:
+    """produce → consume latency of one small record on this broker, the clients set up
+    as the worker's (linger 1 ms, fetch.wait.max.ms as make_consumer): what each of the
+    frame's two Kafka hops costs before any of our code runs."""
+    from confluent_kafka import TopicPartition
+
+    from inspector.bus.kafka import make_consumer, make_producer
+
+    topic = cfg.topics.name("bench-hop")
+    ensure_topics(cfg.kafka, cfg.topics, [topic])
+    producer = make_producer(cfg.kafka, client_suffix="bench-hop", linger_ms=1.0)
+    consumer = make_consumer(cfg.kafka, "bench-hop", client_suffix="bench-hop")
+    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+    hops: list[tuple[int, float]] = []
+    stop = threading.Event()
+
+    def consume() -> None:
+        while not stop.is_set():
+            for m in consumer.consume(100, 0.05):
+                if m.error() is None and m.value():
+                    k, sent = (m.value() or b"0 0").split()
+                    hops.append((int(k), time.time() - float(sent)))
+
+    th = threading.Thread(target=consume, name="bench-hop", daemon=True)
+    th.start()
+    try:
+        warm = int(rate)  # the first second pays for connections and metadata
+        n = warm + int(seconds * rate)
+        t0 = time.monotonic()
+        for k in range(n):
+            delay = t0 + k / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            producer.produce(topic, value=f"{k} {time.time()!r}".encode(), key=b"hop")
+            producer.poll(0)
+        producer.flush(10)
+        deadline = time.monotonic() + 10
+        while len(hops) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        th.join(5)
+        consumer.close()
+    return ms_percentiles([h for k, h in hops if k >= warm])
 
 
 def start_worker_process(cfg_path: Path, log_dir: Path) -> Any:
@@ -295,8 +361,6 @@ def parts45_latency(
     cfg = make_plant(data)
     ensure_topics(cfg.kafka, cfg.topics)
     cfg_path = write_config(data, log_dir / "latency-plant.yaml")
-    child = start_worker_process(cfg_path, log_dir)
-    reader = VerdictReader(cfg).start()
     out: dict[str, Any] = {
         "what": f"one `inspector worker` process (max_batch 8, max_wait_ms 5, model "
         f"{cfg.model.path}, imgsz {cfg.model.imgsz}, threads = cores); a paced publisher "
@@ -306,6 +370,9 @@ def parts45_latency(
         "shed_after_ms": shed_after_ms,
         "capacity_fps_used": capacity_fps,
     }
+    out["broker_hop_ms"] = broker_hop(cfg)
+    child = start_worker_process(cfg_path, log_dir)
+    reader = VerdictReader(cfg).start()
     try:
         pub = FramePublisher(cfg, "lat")
 

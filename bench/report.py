@@ -208,6 +208,23 @@ def figures(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                     f"(emit p99 {emit['p99']}), {r['judged']}/{r['sent']} judged",
                 )
             )
+            legs = r.get("segments_p50_ms_judged") or {}
+            rows.append(
+                (
+                    "4",
+                    f"{k} load, median legs (ms)",
+                    " / ".join(f"{n} {v}" for n, v in legs.items()),
+                )
+            )
+    hop = four.get("broker_hop_ms")
+    if hop:
+        rows.append(
+            (
+                "4",
+                "one Kafka hop, small record (produce → consume)",
+                f"p50 {hop['p50']} p95 {hop['p95']} p99 {hop['p99']} ms",
+            )
+        )
     if four.get("worker_rss_mb") is not None:
         rows.append(("4", "worker process RSS after parts 4-5", f"{four['worker_rss_mb']} MB"))
     five = p.get("5", {})
