@@ -89,7 +89,16 @@ def resolve_model_path(spec: str) -> tuple[Path, str]:
     return p, p.stem if p.is_file() else p.name
 
 
+def nvidia_driver_present() -> bool:
+    """Cheap pre-check: without the NVIDIA kernel driver there is no CUDA device."""
+    return Path("/proc/driver/nvidia").exists() or any(Path("/dev").glob("nvidia[0-9]*"))
+
+
 def cuda_available() -> bool:
+    # Importing torch costs ~0.5 GB of RSS and seconds of start-up; a CPU-only node
+    # (no NVIDIA driver) must not pay that just to learn it has no GPU.
+    if not nvidia_driver_present():
+        return False
     try:
         import torch
     except ImportError:

@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +60,7 @@ from inspector.observe.tracing import child_traceparent, with_traceparent
 
 log = logging.getLogger(__name__)
 SOURCE = "inspector/detect"
+INFER_CHUNK = 2  # images per model call while the next ones are decoded
 PART_STATE_TTL_S = 3600  # a part is long gone from the line after an hour
 
 
@@ -161,6 +163,7 @@ class DetectWorker:
             c.id: (ln, c) for ln in cfg.lines for c in ln.cameras
         }
         self.loop: StreamLoop[tuple[FrameMeta, bytes | None]] | None = None
+        self.infer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
         self.producer: Any = None
         self.processed = 0
 
@@ -199,6 +202,12 @@ class DetectWorker:
                 f"frame {m.width}x{m.height}, camera configured {cam.width}x{cam.height}",
             )
             return
+
+    def vet_image(self, job: FrameJob) -> None:
+        """Decode and check the pixels (the part of vetting that costs CPU)."""
+        m = job.meta
+        assert job.jpeg is not None
+        line, _ = self.cameras[m.camera_id]
         scale = decode_scale(m.width, m.height, self.detector.info.imgsz)
         img = decode_jpeg(job.jpeg, scale)
         if img is None:
@@ -262,17 +271,36 @@ class DetectWorker:
         for j in todo:
             if j.fault is None:
                 self.vet(j, now)
-        ok = [j for j in todo if j.image is not None]
         t0 = time.time()
-        if ok:
-            dets = self.detector.detect([j.image for j in ok if j.image is not None])
-            for j, d in zip(ok, dets, strict=True):
-                j.detections = scale_detections(d, j.scale)
+        n = self.infer([j for j in todo if j.fault is None])
         t1 = time.time()
-        if ok:
+        if n:
             INFERENCE_SECONDS.labels(self.model_ref.name).observe(t1 - t0)
-            BATCH_SIZE.observe(len(ok))
+            BATCH_SIZE.observe(n)
         self.emit(jobs, decided, t0, t1)
+
+    def infer(self, jobs: list[FrameJob]) -> int:
+        """Decode chunk k+1 while the model runs on chunk k.
+
+        ONNX Runtime releases the GIL, and on CPU its per-image cost hardly depends on
+        the batch size, so small chunks lose nothing and hide JPEG decoding (10 % of a
+        worker's time when done in series) behind inference.
+        """
+        pending: list[tuple[list[FrameJob], Future[list[list[Detection]]]]] = []
+        for start in range(0, len(jobs), INFER_CHUNK):
+            chunk = jobs[start : start + INFER_CHUNK]
+            for j in chunk:
+                self.vet_image(j)
+            ready = [j for j in chunk if j.image is not None]
+            if ready:
+                images = [j.image for j in ready if j.image is not None]
+                pending.append((ready, self.infer_pool.submit(self.detector.detect, images)))
+        done = 0
+        for ready, fut in pending:
+            for j, d in zip(ready, fut.result(), strict=True):
+                j.detections = scale_detections(d, j.scale)
+            done += len(ready)
+        return done
 
     def judgement(self, j: FrameJob) -> Judgement:
         m = j.meta
