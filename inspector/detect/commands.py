@@ -26,16 +26,28 @@ def evaluate_cmd(
     card: Path | None = typer.Option(
         None, "--card", help="Model card JSON to record the result in (and MODEL_CARD.md)."
     ),
+    sweep_thresholds: bool = typer.Option(
+        False, "--sweep", help="Tune: recall / false-reject per min_confidence on tuning seeds."
+    ),
 ) -> None:
     """Score a model + line rules on a held-out simulated run (per-frame and per-part)."""
     import json
 
     from inspector.cli import load_or_exit
-    from inspector.detect.evaluate import evaluate
+    from inspector.detect.evaluate import evaluate, sweep
 
     cfg = load_or_exit(config)
     ln = cfg.line(line) if line else cfg.lines[0]
     settings = cfg.model if model is None else cfg.model.model_copy(update={"path": model})
+    if sweep_thresholds:
+        for row in sweep(settings, ln.rules, seconds=seconds, sample_fps=sample_fps):
+            pp, pf = row["per_part"], row["per_frame"]
+            typer.echo(
+                f"min_conf {row['min_confidence']:.2f}  part recall {pp['recall']}  "
+                f"part FRR {pp['false_reject_rate']}  frame recall {pf['recall']}  "
+                f"frame FRR {pf['false_reject_rate']}"
+            )
+        return
     result = evaluate(
         settings,
         ln.rules,

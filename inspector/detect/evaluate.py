@@ -21,23 +21,19 @@ from inspector.sim.scene import ConveyorScene, SceneConfig
 from inspector.sim.score import JudgedFrame, score
 
 
-def evaluate(
-    model: ModelSettings,
-    rules: LineRules,
-    *,
-    seeds: tuple[int, ...] = (9001, 9002),
-    seconds: float = 60.0,
-    sample_fps: float = 3.0,
-    width: int = 1280,
-    height: int = 720,
-    defect_rate: float = 0.3,
-    jpeg_quality: int = 85,
-) -> dict[str, Any]:
-    det = load_detector(model)
-    compiled = CompiledRules(rules)
-    frames: list[JudgedFrame] = []
+def _run_frames(
+    det: Any,
+    seeds: tuple[int, ...],
+    seconds: float,
+    sample_fps: float,
+    width: int,
+    height: int,
+    defect_rate: float,
+    jpeg_quality: int,
+) -> tuple[list[tuple[str, int, float, list[Any]]], dict[str, Any]]:
+    """Detections for every sampled frame of each seed's clip (the expensive part)."""
+    out = []
     clips = {}
-    t0 = time.time()
     for seed in seeds:
         cfg = SceneConfig(
             seed=seed, width=width, height=height, defect_rate=defect_rate, clip_seconds=seconds
@@ -54,20 +50,82 @@ def evaluate(
             small = decode_jpeg(buf.tobytes(), s)
             assert small is not None
             dets = scale_detections(det.detect([small])[0], s)
-            j = compiled.judge(dets, width, height)
             code = decode_frame_index(img)
-            frames.append(
+            out.append((cam, -1 if code is None else code, i / cfg.fps, dets))
+    return out, clips
+
+
+def judge_frames(
+    raw: list[tuple[str, int, float, list[Any]]], rules: CompiledRules, width: int, height: int
+) -> list[JudgedFrame]:
+    out = []
+    for cam, code, ts, dets in raw:
+        j = rules.judge(dets, width, height)
+        boxes = tuple(
+            None if f.box is None else (f.box.x1, f.box.y1, f.box.x2, f.box.y2) for f in j.findings
+        )
+        out.append(JudgedFrame(cam, code, ts, j.verdict, boxes))
+    return out
+
+
+def sweep(
+    model: ModelSettings,
+    rules: LineRules,
+    thresholds: tuple[float, ...] = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6),
+    *,
+    seeds: tuple[int, ...] = (8001, 8002),
+    seconds: float = 120.0,
+    sample_fps: float = 3.0,
+) -> list[dict[str, Any]]:
+    """Per-part recall / false-reject for one min_confidence applied to every failing
+    class — run on tuning seeds, never on the held-out ones the card reports."""
+    det = load_detector(model)
+    frames, clips = _run_frames(det, seeds, seconds, sample_fps, 1280, 720, 0.3, 85)
+    rows = []
+    for t in thresholds:
+        classes = {
+            name: rule.model_copy(update={"min_confidence": t})
+            for name, rule in rules.classes.items()
+        }
+        compiled = CompiledRules(rules.model_copy(update={"classes": classes}))
+        judged = []
+        for cam, code, ts, dets in frames:
+            j = compiled.judge(dets, 1280, 720)
+            judged.append(
                 JudgedFrame(
-                    camera_id=cam,
-                    frame_index=-1 if code is None else code,
-                    captured_at=i / cfg.fps,
-                    verdict=j.verdict,
-                    finding_boxes=tuple(
+                    cam,
+                    code,
+                    ts,
+                    j.verdict,
+                    tuple(
                         None if f.box is None else (f.box.x1, f.box.y1, f.box.x2, f.box.y2)
                         for f in j.findings
                     ),
                 )
             )
+        sc = score(judged, clips).as_dict()
+        rows.append({"min_confidence": t, **sc})
+    return rows
+
+
+def evaluate(
+    model: ModelSettings,
+    rules: LineRules,
+    *,
+    seeds: tuple[int, ...] = (9001, 9002),
+    seconds: float = 60.0,
+    sample_fps: float = 3.0,
+    width: int = 1280,
+    height: int = 720,
+    defect_rate: float = 0.3,
+    jpeg_quality: int = 85,
+) -> dict[str, Any]:
+    t0 = time.time()
+    det = load_detector(model)
+    raw, clips = _run_frames(
+        det, seeds, seconds, sample_fps, width, height, defect_rate, jpeg_quality
+    )
+    frames = judge_frames(raw, CompiledRules(rules), width, height)
     k = rules.part_aggregation.k if rules.part_aggregation.mode == "k_of_n" else 1
     result = score(frames, clips, k=k).as_dict()
     result.update(
