@@ -198,7 +198,9 @@ class ConveyorScene:
         if sprite is None:
             sprite = render_sprite(self._layout(slot), self._s, self._blur_px, omit)
             self._sprites[key] = sprite
-            if len(self._sprites) > _SPRITE_CACHE:
+            # Every part of the clip is looked at for every frame: the cache must hold them
+            # all, or each frame re-renders every sprite.
+            if len(self._sprites) > max(_SPRITE_CACHE, len(self._slots) + 2):
                 self._sprites.popitem(last=False)
         else:
             self._sprites.move_to_end(key)
@@ -281,15 +283,15 @@ class ConveyorScene:
         return self._truth(index, self._visible(index, om))
 
     def clip_truth(self) -> ClipTruth:
+        # One pass over the frames (each frame's truth once), not one pass per part.
+        full_frames: dict[int, list[int]] = {}
+        for i in range(self.n_frames):
+            for p in self.truth(i).parts:
+                if p.fully_in_view:
+                    full_frames.setdefault(p.part_id, []).append(i)
         records = []
         for slot in self._slots:
-            full = [
-                i
-                for i in range(self.n_frames)
-                if any(
-                    p.part_id == slot.spec.part_id and p.fully_in_view for p in self.truth(i).parts
-                )
-            ]
+            full = full_frames.get(slot.spec.part_id, [])
             lay = self._layout(slot)
             records.append(
                 PartRecord(
