@@ -22,6 +22,7 @@ from inspector.config import PlantConfig
 from inspector.events import FrameMeta, LineCommand, VerdictEvent, decode, decode_frame
 from inspector.localstack import free_port
 from inspector.observe.tracing import trace_id, traceparent_from_headers
+from tests.detect.conftest import demo_plant
 from tests.helpers import create_topics, read, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.model, pytest.mark.slow]
@@ -51,10 +52,9 @@ def mini_plant(make_config: Callable[..., PlantConfig]) -> Any:
             "id": "line-1",
             "cameras": [{"id": "cam-1", "url": fleet.url("cam-1"), "sample_fps": 5,
                          "width": 640, "height": 360}],
-            "rules": {"classes": {c: {"min_confidence": 0.4} for c in
-                                  ("scratch", "dent", "stain", "crack", "missing_bolt")},
-                      "ignore": [[[0, 0], [110, 0], [110, 28], [0, 28]]]},
+            "rules": demo_plant()["lines"][0]["rules"],
         }],
+        models=demo_plant()["models"],
         workflows=[{"kind": "divert", "name": "gate", "filter": {"verdicts": ["FAIL"]}}],
         observe={"dashboard_token": TOKEN},
     )

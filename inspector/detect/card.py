@@ -42,6 +42,16 @@ def render_card(c: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {m['precision']} | {m['recall']} | {m['mAP50']} | {m['mAP50-95']} |"
         )
+    hist = c.get("training_history")
+    if hist:
+        lines += ["", "## How the shipped weights were trained", ""]
+        for h in hist:
+            lines.append(
+                f"- phase {h['phase']}: from {h['from']}, {h['epochs']} epochs in "
+                f"{h['minutes']} min" + (f" — {h['note']}" if h.get("note") else "")
+                + (f" (`{h['command']}`)" if h.get("command") else "")
+            )
+        lines.append(f"- machine: {c.get('machine', 'n/a')}")
     q = c.get("held_out_quality")
     if q:
         pf, pp = q["per_frame"], q["per_part"]

@@ -31,6 +31,17 @@ def detector() -> Detector:
     return load_detector(ModelSettings(device="cpu"))
 
 
+def demo_plant() -> dict[str, Any]:
+    """The shipped demo plant: tests judge frames with the same model settings and line
+    rules as `make demo`, so its operating point is what the tests exercise."""
+    from pathlib import Path
+
+    from inspector.config import load_config
+
+    demo = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+    return load_config(demo, env={}).model_dump(mode="json")
+
+
 def detect_config(make_config: Callable[..., PlantConfig], **over: Any) -> PlantConfig:
     base: dict[str, Any] = {
         "lines": [{
@@ -39,13 +50,12 @@ def detect_config(make_config: Callable[..., PlantConfig], **over: Any) -> Plant
                 {"id": "cam-1", "url": "rtsp://127.0.0.1:1/cam-1", "width": W, "height": H},
                 {"id": "cam-2", "url": "rtsp://127.0.0.1:1/cam-2", "width": W, "height": H},
             ],
-            "rules": {"classes": {c: {"min_confidence": 0.4} for c in
-                                  ("scratch", "dent", "stain", "crack", "missing_bolt")},
-                      "ignore": [[[0, 0], [110, 0], [110, 28], [0, 28]]]},
+            "rules": demo_plant()["lines"][0]["rules"],
         }],
         # Frames are published before the worker joins its group (a few seconds), so
         # shedding and staleness limits sit well above that; the fault test sets its own.
         "worker": {"max_batch": 8, "max_wait_ms": 5, "shed_after_ms": 60_000},
+        "models": demo_plant()["models"],
         "frames": {"max_age_s": 120},
     }
     base.update(over)
