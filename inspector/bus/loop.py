@@ -214,7 +214,11 @@ class StreamLoop(Generic[T]):
                 )
                 self.producer.commit_transaction(30)
             except Exception:
-                self.producer.abort_transaction(30)
+                try:
+                    self.producer.abort_transaction(30)
+                except KafkaException as abort_exc:
+                    # e.g. fenced or timed out: the original error is the one to report
+                    log.warning("abort_transaction failed", extra={"error": str(abort_exc)})
                 raise
             self.tracker.errors.clear()
         else:
