@@ -75,6 +75,10 @@ def base_config_dict(bootstrap: str, redis: str, uid: str) -> dict[str, Any]:
         },
         "topics": {"prefix": f"t{uid}", "partitions": 3},
         "redis": {"url": redis, "key_prefix": f"t{uid}"},
+        # Consumer groups are per test too: a member SIGKILLed by one test must not hold
+        # up the next test's rebalance on the shared broker.
+        "worker": {"group_id": f"detect-{uid}"},
+        "act": {"group_id": f"act-{uid}"},
         "lines": [
             {
                 "id": "line-1",
