@@ -60,20 +60,16 @@ def test_inline_frame_round_trip() -> None:
     assert meta.traceparent is not None
 
 
+def pass_verdict(verdict_id: str) -> VerdictEvent:
+    t = Timings(captured_at=1.0, ingested_at=1.1, emitted_at=1.2)
+    return VerdictEvent(verdict_id=verdict_id, frame_id="f", camera_id="c", line_id="l",
+                        seq=1, verdict="PASS", rule="pass", timings=t)
+
+
 def test_verdict_id_is_deterministic() -> None:
     assert verdict_id_for("cam-1:r1:7") == verdict_id_for("cam-1:r1:7")
     assert verdict_id_for("cam-1:r1:7") != verdict_id_for("cam-1:r1:8")
-    t = Timings(captured_at=1.0, ingested_at=1.1, emitted_at=1.2)
-    v = VerdictEvent(
-        verdict_id=verdict_id_for("f"),
-        frame_id="f",
-        camera_id="c",
-        line_id="l",
-        seq=1,
-        verdict="PASS",
-        rule="pass",
-        timings=t,
-    )
+    v = pass_verdict(verdict_id_for("f"))
     value, headers = encode(v, source="inspector/detect", time=1.2)
     assert dict(headers)["ce_id"].decode() == v.verdict_id
     assert dict(headers)["ce_time"] == b"1970-01-01T00:00:01.200Z"
@@ -101,17 +97,7 @@ def test_verdict_id_is_deterministic() -> None:
     ],
 )
 def test_decode_errors_have_reasons(mutate, reason) -> None:  # type: ignore[no-untyped-def]
-    t = Timings(captured_at=1.0, ingested_at=1.1, emitted_at=1.2)
-    v = VerdictEvent(
-        verdict_id="x",
-        frame_id="f",
-        camera_id="c",
-        line_id="l",
-        seq=1,
-        verdict="PASS",
-        rule="pass",
-        timings=t,
-    )
+    v = pass_verdict("x")
     value, headers = encode(v, source="s", time=1.0)
     bad_v, bad_h = mutate(value, headers)
     with pytest.raises(EventError) as ei:

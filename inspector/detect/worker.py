@@ -164,6 +164,7 @@ class DetectWorker:
         }
         self.loop: StreamLoop[tuple[FrameMeta, bytes | None]] | None = None
         self.infer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
+        self._pending_latency: list[VerdictEvent] = []  # emitted, not yet committed
         self.producer: Any = None
         self.processed = 0
 
@@ -478,7 +479,7 @@ class DetectWorker:
 
     def observe_latency(self) -> None:
         now = time.time()
-        for v in getattr(self, "_pending_latency", []):
+        for v in self._pending_latency:
             CAPTURE_TO_VERDICT.labels(v.line_id).observe(now - v.timings.captured_at)
         self._pending_latency = []
 
