@@ -15,9 +15,29 @@ APT_PACKAGES := redis-server python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-
 	gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-x \
 	gstreamer1.0-libav chromium libgl1
 
-.PHONY: setup system-deps venv test lint unit demo bench bench-soak model schemas clean
+.PHONY: setup system-deps kafka venv test lint unit demo bench bench-soak model schemas clean
 
-setup: system-deps $(STAMP)
+setup: system-deps kafka $(STAMP)
+
+# Apache Kafka for the tests, the demo and the bench: the broker's jars, pinned in
+# deploy/kafka/pom.xml, resolved from Maven Central into .cache/kafka/<version>/libs.
+# Skipped when INSPECTOR_TEST_KAFKA names a running cluster.
+KAFKA_VERSION := $(shell sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' deploy/kafka/pom.xml)
+KAFKA_LIBS := .cache/kafka/$(KAFKA_VERSION)/libs
+
+kafka:
+	@if [ -n "$$INSPECTOR_TEST_KAFKA" ]; then \
+		echo "kafka: using the cluster at $$INSPECTOR_TEST_KAFKA (INSPECTOR_TEST_KAFKA)"; exit 0; fi; \
+	if ls $(KAFKA_LIBS)/kafka_2.13-*.jar >/dev/null 2>&1; then exit 0; fi; \
+	hint="or point the tests at a running cluster: INSPECTOR_TEST_KAFKA=host:port make test"; \
+	command -v java >/dev/null || { echo "kafka: no 'java' on PATH (Apache Kafka $(KAFKA_VERSION) needs Java 17+): install a JRE, $$hint" >&2; exit 1; }; \
+	command -v mvn >/dev/null || { echo "kafka: no 'mvn' on PATH (needed once to fetch Apache Kafka $(KAFKA_VERSION) from Maven Central): install Maven, $$hint" >&2; exit 1; }; \
+	mkdir -p .cache/kafka; echo "kafka: resolving Apache Kafka $(KAFKA_VERSION) from Maven Central into $(KAFKA_LIBS)"; \
+	if ! mvn -B -q -f deploy/kafka/pom.xml dependency:copy-dependencies -DincludeScope=runtime \
+		-DoutputDirectory="$(CURDIR)/$(KAFKA_LIBS).part" > .cache/kafka-mvn.log 2>&1; then \
+		echo "kafka: Maven could not fetch Apache Kafka $(KAFKA_VERSION) from Maven Central (log: .cache/kafka-mvn.log); $$hint" >&2; \
+		rm -rf "$(KAFKA_LIBS).part"; exit 1; fi; \
+	mv "$(KAFKA_LIBS).part" "$(KAFKA_LIBS)"
 
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do \

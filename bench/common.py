@@ -17,7 +17,7 @@ import orjson
 import yaml
 
 from inspector.config import PlantConfig, parse_config
-from inspector.localstack import ManagedProcess, start_kafka, start_redis
+from inspector.localstack import EmbeddedBroker, ManagedProcess, start_kafka, start_redis
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -115,12 +115,12 @@ def timed_calls(fn: Callable[[], object], seconds: float, warmup: int = 3) -> tu
 
 @dataclass
 class Servers:
-    kafka: ManagedProcess
+    kafka: EmbeddedBroker
     redis: ManagedProcess
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.kafka.port}"
+        return self.kafka.bootstrap
 
     @property
     def redis_url(self) -> str:

@@ -27,7 +27,7 @@ import orjson
 
 from inspector.config import PlantConfig, load_config
 from inspector.events import VerdictEvent
-from inspector.localstack import ManagedProcess, free_port, start_kafka, start_redis
+from inspector.localstack import EmbeddedBroker, ManagedProcess, free_port, start_kafka, start_redis
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
@@ -304,13 +304,13 @@ def run_demo(
             raise KeyboardInterrupt
 
     old = [signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)]
-    servers: list[ManagedProcess] = []
+    servers: list[ManagedProcess | EmbeddedBroker] = []
     children: list[Child] = []
     fleet: SimCameraFleet | None = None
     mes: MesStub | None = None
     collector: Collector | None = None
     try:
-        echo("starting embedded broker and redis-server ...")
+        echo("starting Apache Kafka and redis-server ...")
         kafka = start_kafka(log_dir=logs)
         servers.append(kafka)
         redis_srv = start_redis(log_dir=logs)
@@ -323,7 +323,7 @@ def run_demo(
         mes = MesStub(secrets=[mes_secret]).start()
         env = {
             **os.environ,
-            "INSPECTOR_DEMO_KAFKA": f"127.0.0.1:{kafka.port}",
+            "INSPECTOR_DEMO_KAFKA": kafka.bootstrap,
             "INSPECTOR_DEMO_REDIS": f"redis://127.0.0.1:{redis_srv.port}/0",
             "INSPECTOR_DEMO_MES_URL": mes.url,
             "INSPECTOR_DEMO_MES_SECRET": mes_secret,

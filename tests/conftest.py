@@ -1,7 +1,11 @@
-"""Real servers for the suite: a Kafka-protocol broker and a redis-server on free ports.
+"""Real servers for the suite: Apache Kafka and a redis-server on free loopback ports.
 
+The broker is Apache Kafka from the jars `make setup` resolved (inspector.localstack);
+INSPECTOR_TEST_BROKER=tansu runs the suite on Tansu instead (opt-in second target).
 Set INSPECTOR_TEST_KAFKA=host:port and/or INSPECTOR_TEST_REDIS=redis://host:port/db to
-run the same tests against existing servers (e.g. Apache Kafka in another CI).
+run the same tests against existing servers.
+A broker that dies during the session fails the test that was running with the
+broker's own log tail, and every later test at once instead of hanging on it.
 Every test gets its own topic prefix and Redis key prefix, so tests never see each
 other's data.
 """
@@ -17,7 +21,7 @@ from typing import Any
 import pytest
 
 from inspector.config import PlantConfig, parse_config
-from inspector.localstack import ManagedProcess, start_kafka, start_redis
+from inspector.localstack import EmbeddedBroker, ManagedProcess, start_kafka, start_redis
 
 ARTIFACTS = Path(os.environ.get("INSPECTOR_TEST_ARTIFACTS", "test-artifacts"))
 
@@ -28,17 +32,41 @@ def artifacts_dir() -> Path:
     return ARTIFACTS
 
 
+_SESSION_BROKER: list[EmbeddedBroker] = []
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     external = os.environ.get("INSPECTOR_TEST_KAFKA")
     if external:
         yield external
         return
-    broker = start_kafka(log_dir=tmp_path_factory.mktemp("kafka"))
     try:
-        yield f"127.0.0.1:{broker.port}"
+        broker = start_kafka(log_dir=tmp_path_factory.mktemp("kafka"))
+    except FileNotFoundError as exc:  # no jars / no java: one line, not a traceback
+        pytest.exit(str(exc), returncode=3)
+    _SESSION_BROKER.append(broker)
+    try:
+        yield broker.bootstrap
     finally:
+        _SESSION_BROKER.clear()
         broker.close()
+
+
+@pytest.fixture(autouse=True)
+def _session_broker_alive() -> Iterator[None]:
+    """Fail fast, with the broker's log tail, once the session's broker has died."""
+    if _SESSION_BROKER and (err := _SESSION_BROKER[0].health_error()):
+        pytest.fail(err, pytrace=False)
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and _SESSION_BROKER and (err := _SESSION_BROKER[0].health_error()):
+        report.sections.append(("session broker", err))
 
 
 @pytest.fixture(scope="session")

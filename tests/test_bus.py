@@ -124,7 +124,14 @@ def start(loop: StreamLoop) -> threading.Thread:  # type: ignore[type-arg]
 
 def test_dead_letters_while_good_messages_flow(make_config) -> None:  # type: ignore[no-untyped-def]
     cfg: PlantConfig = make_config(kafka={"message_max_bytes": 100_000})
-    create_topics(cfg)
+    # The topic takes 1 MB (an upstream with a larger limit than this stage's 100 kB):
+    # the broker itself would refuse the oversized record on a topic made with the
+    # stage's own limit.
+    create_topics(
+        cfg.model_copy(
+            update={"kafka": cfg.kafka.model_copy(update={"message_max_bytes": 1_000_000})}
+        )
+    )
     good = [encode(trigger(i), source="t", time=1.0) for i in range(6)]
     gv, gh = good[0]
     bad = [
