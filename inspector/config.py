@@ -257,6 +257,57 @@ class LineRules(Strict):
         return self
 
 
+# --------------------------------------------------------------------------- privacy
+
+RedactMode = Literal["blank", "blur"]
+
+
+class PrivacyMask(Strict):
+    polygon: list[Point] = Field(
+        ...,
+        title="Polygon in frame pixels",
+        description="[x, y] vertices in pixels of the camera's configured width x height "
+        "(ingest resizes every frame to that size before masking).",
+        min_length=3,
+        max_length=64,
+    )
+    mode: RedactMode = Field(
+        "blank", title="blank: black pixels; blur: a heavy blur nothing can be read from"
+    )
+
+
+class RedactionSettings(Strict):
+    model: str = Field(
+        ...,
+        title="Redaction model (key of models)",
+        description="Any detector with person/face-like classes, configured like the "
+        "defect models; it runs in ingest on every sampled frame of this camera.",
+        min_length=1,
+        max_length=100,
+    )
+    classes: list[str] = Field(
+        ..., title="Classes whose boxes are redacted", min_length=1, max_length=32
+    )
+    min_confidence: float = Field(0.25, title="Redact boxes at least this confident", ge=0, le=1)
+    mode: RedactMode = Field("blank", title="How a box is redacted")
+    pad: float = Field(
+        0.1, title="Grow each box by this share of its size on every side", ge=0.0, le=1.0
+    )
+
+
+class PrivacySettings(Strict):
+    masks: list[PrivacyMask] = Field(
+        default_factory=list, title="Fixed privacy masks", max_length=32
+    )
+    redaction: RedactionSettings | None = Field(
+        None, title="Redaction model for regions that move (people, faces)"
+    )
+
+    @property
+    def active(self) -> bool:
+        return bool(self.masks) or self.redaction is not None
+
+
 # --------------------------------------------------------------------------- lines
 
 
@@ -271,6 +322,21 @@ class CameraSettings(Strict):
     on_size_mismatch: Literal["resize", "reject"] = Field(
         "resize", title="What to do when the camera sends another resolution"
     )
+    privacy: PrivacySettings = Field(
+        default_factory=lambda: PrivacySettings(),
+        title="Privacy masks and redaction, applied in ingest before a frame leaves it",
+    )
+
+    @model_validator(mode="after")
+    def _masks_inside(self) -> CameraSettings:
+        for i, m in enumerate(self.privacy.masks):
+            for x, y in m.polygon:
+                if not (0 <= x <= self.width and 0 <= y <= self.height):
+                    raise ValueError(
+                        f"privacy.masks[{i}]: point ({x:g}, {y:g}) lies outside the "
+                        f"{self.width}x{self.height} frame (polygons are in pixels)"
+                    )
+        return self
 
     @field_validator("url")
     @classmethod
@@ -535,6 +601,13 @@ class PlantConfig(Strict):
             raise ValueError(
                 f"worker.model {self.worker.model!r} is not one of models: {sorted(self.models)}"
             )
+        for camera in (c for ln in self.lines for c in ln.cameras):
+            red = camera.privacy.redaction
+            if red is not None and red.model not in self.models:
+                raise ValueError(
+                    f"camera {camera.id}: privacy.redaction.model {red.model!r} is not one of "
+                    f"models: {sorted(self.models)}"
+                )
         names = [w.name for w in self.workflows]
         dupw = {n for n in names if names.count(n) > 1}
         if dupw:

@@ -23,6 +23,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from inspector.bus.store import FrameStore, StoreUnavailable
 from inspector.config import PlantConfig
 from inspector.events import CameraStatusEvent, FrameMeta, encode, encode_frame
+from inspector.ingest.privacy import PrivacyFilter, RedactionFailed
 from inspector.ingest.reader import CameraReader, CapturedFrame
 from inspector.ingest.state import STATES, Transition
 from inspector.metrics import (
@@ -88,8 +89,10 @@ class FramePublisher:
         store: FrameStore | None,
         run_id: str,
         part_for: Callable[[str, float], str | None] | None = None,
+        privacy: dict[str, PrivacyFilter] | None = None,
     ) -> None:
         self.cfg = cfg
+        self.privacy = privacy or {}
         self.producer = producer
         self.store = store
         self.run_id = run_id
@@ -127,6 +130,19 @@ class FramePublisher:
     def _publish(self, reader: CameraReader, frame: CapturedFrame) -> bool:
         frames = self.cfg.frames
         camera = frame.camera_id
+        privacy = self.privacy.get(camera)
+        if privacy is not None:
+            # Masks go on before the JPEG exists: nothing after this line sees the pixels.
+            try:
+                privacy.apply(frame.image)
+            except RedactionFailed as exc:
+                self._release()
+                reader.drop("redaction_failed")
+                log.warning(
+                    "frame dropped: redaction model failed",
+                    extra={"camera": camera, "error": str(exc)},
+                )
+                return False
         key = camera.encode()
         frame_id = f"{camera}:{self.run_id}:{frame.seq}"
         h, w = frame.image.shape[:2]

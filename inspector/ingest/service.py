@@ -21,6 +21,7 @@ from inspector.bus.kafka import Shutdown, check_broker, ensure_topics, make_prod
 from inspector.bus.store import FrameStore, connect
 from inspector.config import PlantConfig
 from inspector.ingest import rtsp
+from inspector.ingest.privacy import PrivacyFilter, build_filters
 from inspector.ingest.publisher import FramePublisher, StatusPublisher
 from inspector.ingest.reader import CameraReader
 from inspector.ingest.triggers import PartTagger, trigger_loop
@@ -72,6 +73,7 @@ class IngestService:
         self.status: StatusPublisher | None = None
         self.publisher: FramePublisher | None = None
         self.tagger = PartTagger()
+        self.privacy: dict[str, PrivacyFilter] = {}
         self._threads: list[threading.Thread] = []
         self._readers_done = threading.Event()
         self._poll_stop = threading.Event()
@@ -81,8 +83,11 @@ class IngestService:
     # ------------------------------------------------------------------ start
 
     def start(self) -> IngestService:
-        """Raises ServiceUnavailable (one actionable line) if the broker or Redis is down."""
+        """Raises ServiceUnavailable (one actionable line) if the broker or Redis is down,
+        PrivacyError if a camera's redaction model cannot be used."""
         cfg = self.cfg
+        # First: a camera whose privacy cannot be guaranteed must not start at all.
+        self.privacy = build_filters(cfg, [cam for _, cam in self.cameras])
         check_broker(cfg.kafka)
         if cfg.frames.transport == "claim_check":
             client = connect(cfg.redis)
@@ -123,6 +128,7 @@ class IngestService:
             self.store,
             self.run_id,
             part_for=self.tagger.part_for if self.use_triggers else None,
+            privacy=self.privacy,
         )
         self._start_thread("kafka-poll", self._poll_loop)
         if self.use_triggers:
@@ -246,7 +252,8 @@ def run_ingest(
 ) -> IngestService:
     """Run until ``shutdown`` is requested; return the stopped service (for its stats).
 
-    Raises ServiceUnavailable at start-up if the broker or Redis cannot be reached.
+    Raises ServiceUnavailable at start-up if the broker or Redis cannot be reached,
+    PrivacyError if a camera's redaction model cannot be used.
     """
     service = IngestService(
         cfg, cameras=cameras, run_id=run_id, metrics_port=metrics_port, triggers=triggers
