@@ -168,6 +168,18 @@ class RedisSettings(Strict):
 # --------------------------------------------------------------------------- frames
 
 
+class EncryptionSettings(Strict):
+    keys_file: str | None = Field(
+        None,
+        title="Key file (a mounted secret)",
+        description="'kid:base64key' entries, one per line or comma-separated; the first "
+        "encrypts, all decrypt. Alternative: the INSPECTOR_STORE_KEYS environment variable "
+        "(same format). Neither set = frames and evidence are stored in plaintext.",
+        min_length=1,
+        max_length=1000,
+    )
+
+
 class FrameSettings(Strict):
     transport: Literal["claim_check", "inline"] = Field(
         "claim_check",
@@ -181,6 +193,9 @@ class FrameSettings(Strict):
     )
     max_age_s: float = Field(
         10.0, title="Oldest frame a worker will judge", description="Older → FAULT.", gt=0, le=3600
+    )
+    encryption: EncryptionSettings = Field(
+        default_factory=lambda: EncryptionSettings(), title="Encryption at rest"
     )
 
 

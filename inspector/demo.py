@@ -524,11 +524,14 @@ def scorecard(
     worker_metrics: list[dict[str, float]],
     elapsed: float,
 ) -> dict[str, Any]:
+    from inspector.bus.crypto import BlobError, store_sealer
     from inspector.bus.store import FrameStore, connect
     from inspector.sim import decode_frame_index
     from inspector.sim.score import JudgedFrame, score
 
-    store = FrameStore(connect(cfg.redis), cfg.redis.key_prefix, cfg.frames.claim_ttl_s)
+    store = FrameStore(
+        connect(cfg.redis), cfg.redis.key_prefix, cfg.frames.claim_ttl_s, store_sealer(cfg)
+    )
     verdicts = list(collector.verdicts.values())
     judged: list[JudgedFrame] = []
     keys = [v.evidence_key or "" for v in verdicts]
@@ -537,6 +540,11 @@ def scorecard(
 
     for v, blob in zip(verdicts, blobs, strict=True):
         idx = None
+        if blob is not None:
+            try:
+                blob = store.open(v.evidence_key or "", blob)
+            except BlobError:
+                blob = None
         if blob is not None:
             # half scale is enough to read the frame-index code, at a quarter of the cost
             img = cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_REDUCED_COLOR_2)

@@ -1,15 +1,17 @@
 """Redis: the claim-check frame store and the dedup helper.
 
 Frame bytes live under ``<prefix>:frame:<frame_id>`` with a TTL; Kafka carries only
-the key. A missing key is a *fact about the frame* (expired or never stored), which
-the worker turns into a FAULT verdict; an unreachable Redis is a *fact about the
-system*, which pauses the consumer instead.
+the key. With encryption at rest configured (:mod:`inspector.bus.crypto`) the bytes are
+sealed on the way in and opened on the way out. A missing key is a *fact about the
+frame* (expired or never stored), which the worker turns into a FAULT verdict; an
+unreachable Redis is a *fact about the system*, which pauses the consumer instead.
 """
 
 from __future__ import annotations
 
 import redis
 
+from inspector.bus.crypto import Sealer
 from inspector.bus.kafka import ServiceUnavailable
 from inspector.config import RedisSettings
 
@@ -50,10 +52,21 @@ def _safe_url(url: str) -> str:
 
 
 class FrameStore:
-    def __init__(self, client: redis.Redis, prefix: str, ttl_s: int) -> None:
+    def __init__(
+        self, client: redis.Redis, prefix: str, ttl_s: int, sealer: Sealer | None = None
+    ) -> None:
         self.client = client
         self.prefix = prefix
         self.ttl_s = ttl_s
+        self.sealer = sealer or Sealer(None)
+
+    def seal(self, key: str, data: bytes) -> bytes:
+        """What to store under ``key`` (for writers that use a pipeline)."""
+        return self.sealer.seal(key, data)
+
+    def open(self, key: str, blob: bytes) -> bytes:
+        """The plaintext of a blob read from ``key``; crypto.BlobError if unreadable."""
+        return self.sealer.open(key, blob)
 
     def key(self, frame_id: str, kind: str = "frame") -> str:
         return f"{self.prefix}:{kind}:{frame_id}"
@@ -63,12 +76,13 @@ class FrameStore:
     ) -> str:
         key = self.key(frame_id, kind)
         try:
-            self.client.set(key, data, ex=ttl_s or self.ttl_s)
+            self.client.set(key, self.seal(key, data), ex=ttl_s or self.ttl_s)
         except redis.RedisError as exc:
             raise StoreUnavailable(f"Redis write failed for {key}: {exc}") from None
         return key
 
     def get(self, key: str) -> bytes:
+        """The plaintext under ``key``: ClaimExpired if gone, crypto.BlobError if unreadable."""
         try:
             data = self.client.get(key)
         except redis.RedisError as exc:
@@ -76,10 +90,10 @@ class FrameStore:
         if data is None:
             raise ClaimExpired(f"claim-check {key} has expired or was never stored")
         assert isinstance(data, bytes)
-        return data
+        return self.open(key, data)
 
     def get_many(self, keys: list[str]) -> list[bytes | None]:
-        """One round trip for a batch; None where the key is gone."""
+        """One round trip for a batch, as stored (still sealed); None where the key is gone."""
         if not keys:
             return []
         try:

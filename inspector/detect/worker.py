@@ -30,6 +30,7 @@ import numpy as np
 import orjson
 from confluent_kafka import KafkaException, Message
 
+from inspector.bus.crypto import BlobError, store_sealer
 from inspector.bus.kafka import make_consumer, make_producer
 from inspector.bus.loop import RetryLater, StreamLoop
 from inspector.bus.store import FrameStore, StoreUnavailable, connect
@@ -241,7 +242,12 @@ class DetectWorker:
         vkeys = [self.verdict_key(j.meta.frame_id) for j in jobs]
         data = self.store.get_many([j.meta.claim_key or "" for j in need] + vkeys)
         for j, d in zip(need, data[: len(need)], strict=True):
-            j.jpeg = d
+            if d is None:
+                continue  # vet() turns the missing claim into fault:claim_expired
+            try:
+                j.jpeg = self.store.open(j.meta.claim_key or "", d)
+            except BlobError as exc:  # a retired key or a tampered blob: FAULT, not a crash
+                j.fault = ("fault:undecryptable", str(exc)[:500])
         return {k: v for k, v in zip(vkeys, data[len(need) :], strict=True) if v is not None}
 
     def verdict_key(self, frame_id: str) -> str:
@@ -455,7 +461,8 @@ class DetectWorker:
             evidence_key: str | None = m.claim_key
         else:
             evidence_key = self.store.key(m.frame_id, "evidence")
-            pipe.set(evidence_key, j.jpeg, ex=ttl)
+            assert j.jpeg is not None
+            pipe.set(evidence_key, self.store.seal(evidence_key, j.jpeg), ex=ttl)
         annotated_key = None
         if self.cfg.worker.annotate_evidence and j.jpeg is not None:
             full = decode_jpeg(j.jpeg, 1)
@@ -465,7 +472,7 @@ class DetectWorker:
                 )
                 if ok:
                     annotated_key = self.store.key(m.frame_id, "annotated")
-                    pipe.set(annotated_key, buf.tobytes(), ex=ttl)
+                    pipe.set(annotated_key, self.store.seal(annotated_key, buf.tobytes()), ex=ttl)
         return evidence_key, annotated_key
 
     def after_emit(self, emitted: list[VerdictEvent]) -> None:
@@ -499,7 +506,7 @@ def build_worker(
 ) -> tuple[DetectWorker, StreamLoop[tuple[FrameMeta, bytes | None]]]:
     """Composition root of the detect stage (used by the CLI, the demo and the tests)."""
     client = connect(cfg.redis)
-    store = FrameStore(client, cfg.redis.key_prefix, cfg.frames.claim_ttl_s)
+    store = FrameStore(client, cfg.redis.key_prefix, cfg.frames.claim_ttl_s, store_sealer(cfg))
     det = detector or load_detector(cfg.model)
     worker = DetectWorker(cfg, det, store)
     eos = cfg.worker.exactly_once
@@ -541,6 +548,7 @@ def verdict_json(v: VerdictEvent) -> bytes:
 
 def run_worker(cfg: PlantConfig, *, metrics_port: int | None = None, shutdown: Any = None) -> int:
     """Run one worker until SIGTERM/SIGINT; return the process exit code."""
+    from inspector.bus.crypto import KeyringError
     from inspector.bus.kafka import ServiceUnavailable, Shutdown, check_broker
     from inspector.observe.health import Heartbeat, serve_health
 
@@ -548,7 +556,7 @@ def run_worker(cfg: PlantConfig, *, metrics_port: int | None = None, shutdown: A
     try:
         check_broker(cfg.kafka)
         worker, loop = build_worker(cfg, shutdown=shutdown)
-    except ServiceUnavailable as exc:
+    except (ServiceUnavailable, KeyringError) as exc:
         log.error(str(exc))
         return 1
     beat = Heartbeat()

@@ -24,6 +24,7 @@ def ingest(
     ),
 ) -> None:
     """Read every configured RTSP camera and publish sampled frames to Kafka."""
+    from inspector.bus.crypto import KeyringError
     from inspector.bus.kafka import ServiceUnavailable, Shutdown
     from inspector.ingest.privacy import PrivacyError
     from inspector.ingest.service import run_ingest
@@ -40,7 +41,7 @@ def ingest(
     shutdown = Shutdown().install()
     try:
         run_ingest(cfg, shutdown, cameras=camera or None, metrics_port=metrics_port)
-    except (ServiceUnavailable, PrivacyError) as exc:
+    except (ServiceUnavailable, PrivacyError, KeyringError) as exc:
         raise fail(str(exc), 1) from None
     except OSError as exc:  # the metrics port is taken
         raise fail(f"cannot serve metrics/health: {exc}", 1) from None

@@ -17,6 +17,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
+from inspector.bus.crypto import store_sealer
 from inspector.bus.kafka import Shutdown, check_broker, ensure_topics, make_producer
 from inspector.bus.store import FrameStore, connect
 from inspector.config import PlantConfig
@@ -84,14 +85,16 @@ class IngestService:
 
     def start(self) -> IngestService:
         """Raises ServiceUnavailable (one actionable line) if the broker or Redis is down,
-        PrivacyError if a camera's redaction model cannot be used."""
+        PrivacyError if a camera's redaction model cannot be used, KeyringError if the
+        encryption keys are configured but unusable."""
         cfg = self.cfg
         # First: a camera whose privacy cannot be guaranteed must not start at all.
         self.privacy = build_filters(cfg, [cam for _, cam in self.cameras])
+        sealer = store_sealer(cfg)  # KeyringError: keys configured but unusable
         check_broker(cfg.kafka)
         if cfg.frames.transport == "claim_check":
             client = connect(cfg.redis)
-            self.store = FrameStore(client, cfg.redis.key_prefix, cfg.frames.claim_ttl_s)
+            self.store = FrameStore(client, cfg.redis.key_prefix, cfg.frames.claim_ttl_s, sealer)
         t = cfg.topics
         try:
             ensure_topics(cfg.kafka, t, [t.frames, t.camera_status, t.triggers, t.dlq])

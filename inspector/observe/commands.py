@@ -111,6 +111,7 @@ def evidence(
     raw: bool = typer.Option(False, "--raw", help="The frame as captured, without boxes."),
 ) -> None:
     """Write the evidence frame of a verdict with its findings boxed and labelled."""
+    from inspector.bus.crypto import BlobError, KeyringError, store_sealer
     from inspector.bus.kafka import ServiceUnavailable
     from inspector.bus.store import connect
     from inspector.observe.evidence import (
@@ -125,11 +126,13 @@ def evidence(
     try:
         client = connect(cfg.redis)
         verdict = find_verdict(cfg, client, verdict_id)
-        jpeg = evidence_jpeg(client, verdict, annotated=not raw)
+        jpeg = evidence_jpeg(client, verdict, annotated=not raw, sealer=store_sealer(cfg))
     except VerdictNotFound as exc:
         raise fail(str(exc), 1) from None
-    except EvidenceExpired as exc:
+    except (EvidenceExpired, BlobError) as exc:
         raise fail(str(exc), 3) from None
+    except KeyringError as exc:
+        raise fail(str(exc), 2) from None
     except (ServiceUnavailable, FeedError) as exc:
         raise fail(str(exc), 1) from None
     out.write_bytes(jpeg)

@@ -37,6 +37,7 @@ from fastapi.responses import (
 )
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from inspector.bus.crypto import BlobError, KeyringError, Sealer, store_sealer
 from inspector.bus.kafka import ServiceUnavailable
 from inspector.bus.store import connect
 from inspector.config import PlantConfig
@@ -218,9 +219,14 @@ def create_app(
     feed: Feed | None = None,
     heartbeat: Heartbeat | None = None,
     push_interval_s: float = 0.5,
+    sealer: Sealer | None = None,
 ) -> FastAPI:
     if not token:
         raise DashboardConfigError("observe.dashboard_token is empty")
+    try:
+        sealer = sealer or store_sealer(cfg)
+    except KeyringError as exc:
+        raise DashboardConfigError(str(exc)) from None
     heartbeat = heartbeat or Heartbeat()
     session = session_value(token)
     cache = EvidenceCache()
@@ -366,8 +372,8 @@ def create_app(
                 v = find(verdict_id)
                 if v is None:
                     return PlainTextResponse(f"unknown verdict {verdict_id}", status_code=404)
-                cached = evidence_jpeg(client, v)
-            except EvidenceExpired as exc:
+                cached = evidence_jpeg(client, v, sealer=sealer)
+            except (EvidenceExpired, BlobError) as exc:
                 return PlainTextResponse(str(exc), status_code=410)
             except ServiceUnavailable as exc:
                 return PlainTextResponse(str(exc), status_code=503)

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import redis
 
+from inspector.bus.crypto import Sealer
 from inspector.bus.store import StoreUnavailable
 from inspector.config import PlantConfig
 from inspector.events import EventError, VerdictEvent, dumps, parse_json
@@ -125,16 +126,24 @@ def annotate(jpeg: bytes, verdict: VerdictEvent, quality: int = 90) -> bytes:
     return bytes(out)
 
 
-def evidence_jpeg(client: redis.Redis, verdict: VerdictEvent, *, annotated: bool = True) -> bytes:
+def evidence_jpeg(
+    client: redis.Redis,
+    verdict: VerdictEvent,
+    *,
+    annotated: bool = True,
+    sealer: Sealer | None = None,
+) -> bytes:
     """The evidence JPEG with boxes: the worker's annotated copy when it kept one, else the
-    frame annotated here. Raises EvidenceExpired when the frame is gone."""
+    frame annotated here. Raises EvidenceExpired when the frame is gone, crypto.BlobError
+    when it is encrypted with a key not configured (retired) or does not authenticate."""
+    sealer = sealer or Sealer(None)
     if annotated and verdict.annotated_key:
         try:
             data = client.get(verdict.annotated_key)
         except redis.RedisError as exc:
             raise StoreUnavailable(f"Redis read failed: {exc}") from None
         if isinstance(data, bytes):
-            return data
+            return sealer.open(verdict.annotated_key, data)
     if not verdict.evidence_key:
         raise EvidenceExpired(
             f"verdict {verdict.verdict_id} ({verdict.verdict}) has no evidence frame: "
@@ -150,4 +159,5 @@ def evidence_jpeg(client: redis.Redis, verdict: VerdictEvent, *, annotated: bool
             f"evidence expired: the frame of verdict {verdict.verdict_id} "
             f"(captured {age_h:.1f} h ago) is no longer in Redis ({verdict.evidence_key})"
         )
+    raw = sealer.open(verdict.evidence_key, raw)
     return annotate(raw, verdict) if annotated else raw

@@ -15,13 +15,17 @@ Every frame record on the frames topic and every key ingest wrote to Redis is re
 
 from __future__ import annotations
 
+import base64
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 import pytest
 
+from inspector.bus.crypto import is_sealed, store_sealer
 from inspector.bus.store import connect
 from inspector.config import PlantConfig
 from inspector.sim import ConveyorScene, SceneConfig, SimCameraFleet, decode_frame_index
@@ -90,11 +94,23 @@ def decode(jpeg: bytes) -> np.ndarray:
     return img
 
 
-@pytest.mark.parametrize("transport", ["claim_check", "inline"])
+@pytest.mark.parametrize(
+    ("transport", "encrypted"), [("claim_check", False), ("inline", False), ("claim_check", True)]
+)
 def test_no_unmasked_pixel_reaches_redis_or_kafka(
-    transport: str, fleet: SimCameraFleet, ingest_config: Callable[..., PlantConfig]
+    transport: str,
+    encrypted: bool,
+    fleet: SimCameraFleet,
+    ingest_config: Callable[..., PlantConfig],
+    tmp_path: Path,
 ) -> None:
+    """With encryption on, Redis holds only sealed blobs (no JPEG magic bytes), and what
+    they open to is masked just the same."""
     url = fleet.url("cam-a")
+    keys_file = None
+    if encrypted:
+        keys_file = str(tmp_path / "store-keys")
+        Path(keys_file).write_text(f"k1:{base64.b64encode(os.urandom(32)).decode()}\n")
     masked: dict[str, Any] = {
         "masks": [
             {"polygon": poly(TOP), "mode": "blank"},
@@ -107,8 +123,10 @@ def test_no_unmasked_pixel_reaches_redis_or_kafka(
             camera("cam-code", url, privacy={"masks": [{"polygon": poly(CODE)}]}),
             camera("cam-plain", url),
         ],
-        frames={"transport": transport},
+        frames={"transport": transport, "encryption": {"keys_file": keys_file}},
     )
+    sealer = store_sealer(cfg)
+    assert sealer.encrypts == encrypted
     checks: dict[str, Callable[[np.ndarray], None]] = {
         "cam-mask": lambda img: check_cam_mask(img, scene),
         "cam-code": check_cam_code,
@@ -130,7 +148,8 @@ def test_no_unmasked_pixel_reaches_redis_or_kafka(
             assert inline is None and meta.claim_key is not None
             raw = client.get(meta.claim_key)
             assert isinstance(raw, bytes)
-            jpeg = raw
+            assert is_sealed(raw) == encrypted
+            jpeg = sealer.open(meta.claim_key, raw)
         checks[meta.camera_id](decode(jpeg))
         seen[meta.camera_id] += 1
     assert all(n >= FRAMES_EACH for n in seen.values()), seen
@@ -139,6 +158,9 @@ def test_no_unmasked_pixel_reaches_redis_or_kafka(
     for key in client.scan_iter(match=f"{cfg.redis.key_prefix}:*", count=1000):
         value = client.get(key)
         assert isinstance(value, bytes)
+        if encrypted:
+            assert value[:3] != b"\xff\xd8\xff" and is_sealed(value), key
+            value = sealer.open(key.decode(), value)
         if value[:3] == b"\xff\xd8\xff":
             cam_id = key.decode().removeprefix(f"{cfg.redis.key_prefix}:frame:").split(":")[0]
             checks[cam_id](decode(value))
