@@ -86,6 +86,27 @@ def topics_create(config: Path = ConfigOpt) -> None:
         typer.echo(f"{'created' if t in created else 'exists '}  {t}")
 
 
+@app.command("retention")
+def retention(config: Path = ConfigOpt) -> None:
+    """Enforce retention: cap image keys in Redis at the evidence TTL, set the frames
+    topic's retention on the broker (for what predates or escaped the built-in TTLs)."""
+    from inspector.bus.kafka import ServiceUnavailable
+    from inspector.bus.retention import enforce_topic_retention, sweep_redis
+    from inspector.bus.store import connect
+
+    cfg = load_or_exit(config)
+    try:
+        swept = sweep_redis(connect(cfg.redis), cfg.redis.key_prefix, cfg.frames.evidence_ttl_s)
+        topic = enforce_topic_retention(cfg)
+    except ServiceUnavailable as exc:
+        raise fail(str(exc), 1) from None
+    capped = ", ".join(f"{k} {n}" for k, n in sorted(swept.capped.items())) or "none"
+    typer.echo(
+        f"redis: {swept.scanned} image keys, capped at {cfg.frames.evidence_ttl_s} s: {capped}"
+    )
+    typer.echo(f"kafka: {cfg.topics.frames} " + " ".join(f"{k}={v}" for k, v in topic.items()))
+
+
 @app.command("schemas")
 def schemas(
     out: Path = typer.Option(

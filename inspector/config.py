@@ -96,6 +96,15 @@ class KafkaSettings(Strict):
 class TopicSettings(Strict):
     prefix: str = Field("inspector", title="Topic prefix", pattern=r"^[A-Za-z0-9._-]{1,100}$")
     partitions: int = Field(6, title="Partitions for created topics", ge=1, le=1024)
+    frames_retention_s: int = Field(
+        86400,
+        title="Retention of the frames topic",
+        description="retention.ms of the frames topic (inline frames are images on the "
+        "broker's disks); its segments roll at least hourly so old frames really go. "
+        "Set when inspector creates the topic, or by `inspector retention`.",
+        ge=60,
+        le=90 * 86400,
+    )
 
     def name(self, kind: str) -> str:
         return f"{self.prefix}.{kind}"
@@ -135,6 +144,13 @@ class TopicSettings(Strict):
     @property
     def dlq(self) -> str:
         return self.name("dlq")
+
+    def retention_configs(self, name: str) -> dict[str, str]:
+        """Topic configs that bound how long a topic keeps personal data (frames)."""
+        if name != self.frames:
+            return {}
+        ms = self.frames_retention_s * 1000
+        return {"retention.ms": str(ms), "segment.ms": str(min(ms, 3_600_000))}
 
     def all(self) -> list[str]:
         return [

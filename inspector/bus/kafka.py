@@ -165,7 +165,10 @@ def ensure_topics(
             n,
             num_partitions=topics.partitions,
             replication_factor=settings.replication_factor,
-            config={"max.message.bytes": str(settings.message_max_bytes)},
+            config={
+                "max.message.bytes": str(settings.message_max_bytes),
+                **topics.retention_configs(n),
+            },
         )
         for n in wanted
         if n not in existing
