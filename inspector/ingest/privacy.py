@@ -65,13 +65,29 @@ def _bounds(mask: npt.NDArray[np.bool_]) -> Rect | None:
 
 
 @dataclass(frozen=True)
+class Layer:
+    """One mode's mask, cropped to its bounding box, with the colour axis already
+    broadcast (``np.copyto(..., where=)`` on it is ~10x faster than boolean indexing)."""
+
+    rect: Rect
+    where: npt.NDArray[np.bool_]  # (h, w, 3) inside rect
+
+    @staticmethod
+    def of(mask: npt.NDArray[np.bool_]) -> Layer | None:
+        rect = _bounds(mask)
+        if rect is None:
+            return None
+        x1, y1, x2, y2 = rect
+        crop = mask[y1:y2, x1:x2]
+        return Layer(rect, np.ascontiguousarray(np.repeat(crop[..., None], 3, axis=2)))
+
+
+@dataclass(frozen=True)
 class MaskPlan:
     """The rasterised fixed masks for one frame size."""
 
-    blank: npt.NDArray[np.bool_] | None
-    blank_rect: Rect | None
-    blur: npt.NDArray[np.bool_] | None
-    blur_rect: Rect | None
+    blank: Layer | None
+    blur: Layer | None
 
     @staticmethod
     def build(camera: CameraSettings, width: int, height: int) -> MaskPlan:
@@ -81,26 +97,22 @@ class MaskPlan:
             layer = layers.setdefault(m.mode, np.zeros((height, width), np.uint8))
             pts = np.array([[round(x * sx), round(y * sy)] for x, y in m.polygon], np.int32)
             cv2.fillPoly(layer, [pts], 1)
-        blank = layers["blank"].astype(bool) if "blank" in layers else None
-        blur = layers["blur"].astype(bool) if "blur" in layers else None
+        blank, blur = layers.get("blank"), layers.get("blur")
         return MaskPlan(
-            blank=blank,
-            blank_rect=_bounds(blank) if blank is not None else None,
-            blur=blur,
-            blur_rect=_bounds(blur) if blur is not None else None,
+            blank=Layer.of(blank.astype(bool)) if blank is not None else None,
+            blur=Layer.of(blur.astype(bool)) if blur is not None else None,
         )
 
     def apply(self, image: Image) -> None:
-        if self.blur is not None and self.blur_rect is not None:
-            x1, y1, x2, y2 = self.blur_rect
+        if self.blur is not None:
+            x1, y1, x2, y2 = self.blur.rect
             roi = image[y1:y2, x1:x2]
             blurred = roi.copy()
             blur_rect(blurred, (0, 0, x2 - x1, y2 - y1), blur_cell(image.shape[1]))
-            inside = self.blur[y1:y2, x1:x2]
-            roi[inside] = blurred[inside]
-        if self.blank is not None and self.blank_rect is not None:
-            x1, y1, x2, y2 = self.blank_rect
-            image[y1:y2, x1:x2][self.blank[y1:y2, x1:x2]] = 0
+            np.copyto(roi, blurred, where=self.blur.where)
+        if self.blank is not None:
+            x1, y1, x2, y2 = self.blank.rect
+            np.copyto(image[y1:y2, x1:x2], 0, where=self.blank.where)
 
 
 class SharedDetector:
