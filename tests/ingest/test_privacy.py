@@ -130,6 +130,7 @@ def test_redaction_model_that_cannot_load_refuses_to_start(tmp_path: Any) -> Non
         load_redactors(cfg, [cfg.lines[0].cameras[0]])
 
 
+@pytest.mark.model
 def test_redaction_class_the_model_lacks_refuses_to_start() -> None:
     cfg = plant(
         {"redaction": {"model": "default", "classes": ["face"]}},
@@ -139,6 +140,7 @@ def test_redaction_class_the_model_lacks_refuses_to_start() -> None:
         load_redactors(cfg, [cfg.lines[0].cameras[0]])
 
 
+@pytest.mark.model
 def test_shipped_model_redacts_its_part_class_standing_in_for_a_person() -> None:
     """defects-v1 has no person class; its ``part`` class (a plate moving along the belt)
     stands in for one: a region that moves, found by a detector, redacted in every frame."""
