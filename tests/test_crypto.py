@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from inspector.bus.crypto import (
     load_keys,
     parse_keys,
 )
+from inspector.config import PlantConfig
 
 KEY = "inspector:frame:cam-1:run:7"
 JPEG = b"\xff\xd8\xff\xe0" + os.urandom(2000)
@@ -116,3 +118,22 @@ def test_keys_from_the_environment_or_a_mounted_file(tmp_path: Path) -> None:
         load_keys(str(f), {ENV_VAR: f"a:{k1}"})
     with pytest.raises(KeyringError, match="cannot read"):
         load_keys(str(tmp_path / "missing"), {})
+
+
+@pytest.mark.integration
+def test_stages_refuse_to_start_with_unusable_keys(
+    make_config: Callable[..., PlantConfig], tmp_path: Path
+) -> None:
+    from inspector.bus.kafka import Shutdown
+    from inspector.detect.worker import run_worker
+    from inspector.ingest.service import IngestService
+
+    keys = tmp_path / "store-keys"
+    keys.write_text("k1:c2hvcnQ=\n")  # 5 bytes
+    cfg = make_config(frames={"encryption": {"keys_file": str(keys)}}, observe={"ingest_port": 0})
+    svc = IngestService(cfg, triggers=False)
+    with pytest.raises(KeyringError, match="has 5 bytes"):
+        svc.start()
+    svc.stop()
+    assert svc.frames_producer is None and svc.readers == []
+    assert run_worker(cfg, metrics_port=0, shutdown=Shutdown()) == 1
