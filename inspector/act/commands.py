@@ -59,21 +59,29 @@ def register(app: typer.Typer) -> None:
     def mes_stub(
         port: int = typer.Option(8099, "--port", help="Port to listen on."),
         host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
-        secret: list[str] = typer.Option(
-            ..., "--secret", help="whsec_... secret; repeat for key rotation."
+        secret_env: str = typer.Option(
+            "INSPECTOR_MES_SECRETS",
+            "--secret-env",
+            help="Environment variable holding the whsec_... secrets, space- or comma-"
+            "separated (several during key rotation). Secrets never go on the command line.",
         ),
     ) -> None:
         """A local MES stand-in that verifies and records signed tickets (demo, tests)."""
+        import os
+
         from inspector.act.mes_stub import MesStub
         from inspector.act.signing import secret_key
         from inspector.bus.kafka import Shutdown
         from inspector.logs import setup_logging
 
-        for s in secret:
+        secret = os.environ.get(secret_env, "").replace(",", " ").split()
+        if not secret:
+            raise fail(f"set {secret_env} to the whsec_... secret(s) (--secret-env names it)")
+        for i, s in enumerate(secret):
             try:
                 secret_key(s)
             except ValueError as exc:
-                raise fail(f"--secret: {exc}") from None
+                raise fail(f"{secret_env} secret {i + 1}: {exc}") from None
         setup_logging("mes-stub")
         shutdown = Shutdown().install()
         try:
