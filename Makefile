@@ -15,7 +15,7 @@ APT_PACKAGES := redis-server python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-
 	gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-x \
 	gstreamer1.0-libav chromium libgl1
 
-.PHONY: setup system-deps kafka venv test lint unit demo bench bench-soak model schemas clean
+.PHONY: setup system-deps kafka venv test lint unit fuzz demo bench bench-soak model schemas clean
 
 setup: system-deps kafka $(STAMP)
 
@@ -65,6 +65,10 @@ test: lint
 
 unit: setup
 	$(BIN)/python -m pytest -q -m "not integration" $(PYTEST_ARGS)
+
+# The decode-path fuzz tests with the long hypothesis profile (minutes, not seconds).
+fuzz: setup
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q tests/test_fuzz.py $(PYTEST_ARGS)
 
 demo: setup
 	$(BIN)/inspector demo --duration $(DURATION)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -25,6 +25,25 @@ NAMESPACE = uuid.UUID("6f1b7c3e-2d7a-4b7e-9a55-1c0b5e7a9d11")
 
 Verdict = Literal["PASS", "FAIL", "FAULT"]
 Severity = Literal["minor", "major", "critical"]
+
+# Every field that crosses Kafka is bounded and finite, so a record that decodes can
+# always be judged, stored and re-encoded (orjson refuses ints beyond 64 bits and
+# writes NaN as null; datetime refuses years past 9999).
+EPOCH_LIMIT = 10_000_000_000.0  # epoch seconds, either side of 1970 (year 2286)
+INT64_MAX = 2**63 - 1
+MAX_ID = 512  # ids, names, keys
+MAX_TEXT = 16_384  # reasons, details
+MAX_ITEMS = 4096  # findings, detections per frame
+MAX_HEADER_BYTES = 4096  # any one CloudEvents attribute or extension header
+MAX_HEADERS_TOTAL = 65_536  # all headers of one record together
+Epoch = Annotated[float, Field(ge=-EPOCH_LIMIT, le=EPOCH_LIMIT)]
+Pixels = Annotated[float, Field(ge=-1e7, le=1e7)]
+Count = Annotated[int, Field(ge=0, le=INT64_MAX)]
+Int64 = Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX)]
+Id = Annotated[str, Field(max_length=MAX_ID)]
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
+Key = Annotated[str, Field(max_length=2 * MAX_ID)]  # Redis keys: prefix + kind + id
+WIRE = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def deterministic_id(*parts: object) -> str:
@@ -38,7 +57,7 @@ def iso_time(ts: float) -> str:
 class Payload(BaseModel):
     """Base of every payload; ``ce_type`` names its schema and version."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = WIRE
     ce_type: ClassVar[str]
 
     def event_id(self) -> str:
@@ -46,11 +65,11 @@ class Payload(BaseModel):
 
 
 class Box(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    x1: float
-    y1: float
-    x2: float
-    y2: float
+    model_config = WIRE
+    x1: Pixels
+    y1: Pixels
+    x2: Pixels
+    y2: Pixels
 
     @property
     def area(self) -> float:
@@ -62,8 +81,8 @@ class Box(BaseModel):
 
 
 class Detection(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    cls: str = Field(..., description="class name from the model's metadata")
+    model_config = WIRE
+    cls: Id = Field(..., description="class name from the model's metadata")
     score: float = Field(..., ge=0, le=1)
     box: Box
 
@@ -76,20 +95,20 @@ class FrameMeta(Payload):
     inline → the JPEG is the value and these fields are ``ce_*`` extension headers."""
 
     ce_type: ClassVar[str] = "io.inspector.frame.v1"
-    frame_id: str = Field(..., description="camera:run:seq, unique per sampled frame")
-    camera_id: str
-    line_id: str
-    run_id: str = Field(..., description="ingest run that sampled it (seq restarts per run)")
-    seq: int = Field(..., ge=0)
-    captured_at: float = Field(..., description="epoch seconds the frame was grabbed")
-    ingested_at: float = Field(..., description="epoch seconds it was published")
-    width: int = Field(..., ge=1)
-    height: int = Field(..., ge=1)
+    frame_id: Id = Field(..., description="camera:run:seq, unique per sampled frame")
+    camera_id: Id
+    line_id: Id
+    run_id: Id = Field(..., description="ingest run that sampled it (seq restarts per run)")
+    seq: Count
+    captured_at: Epoch = Field(..., description="epoch seconds the frame was grabbed")
+    ingested_at: Epoch = Field(..., description="epoch seconds it was published")
+    width: int = Field(..., ge=1, le=65_535)
+    height: int = Field(..., ge=1, le=65_535)
     storage: Literal["redis", "inline"]
-    claim_key: str | None = Field(None, description="Redis key of the JPEG (claim-check)")
-    size_bytes: int = Field(..., ge=0)
-    part_id: str | None = None
-    traceparent: str | None = None
+    claim_key: Key | None = Field(None, description="Redis key of the JPEG (claim-check)")
+    size_bytes: int = Field(..., ge=0, le=2**31)
+    part_id: Id | None = None
+    traceparent: Id | None = None
 
     def event_id(self) -> str:
         return deterministic_id("frame", self.frame_id)
@@ -99,55 +118,55 @@ class FrameMeta(Payload):
 
 
 class Timings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    captured_at: float
-    ingested_at: float
-    infer_start: float | None = None
-    infer_end: float | None = None
-    emitted_at: float
+    model_config = WIRE
+    captured_at: Epoch
+    ingested_at: Epoch
+    infer_start: Epoch | None = None
+    infer_end: Epoch | None = None
+    emitted_at: Epoch
 
 
 class ModelRef(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str
-    version: str
-    sha256: str
+    model_config = WIRE
+    name: Id
+    version: Id
+    sha256: Id
 
 
 class Finding(BaseModel):
     """A detection that the line's rules judged, or a required feature found missing."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    cls: str
+    model_config = WIRE
+    cls: Id
     score: float = Field(..., ge=0, le=1)
     box: Box | None = None
     severity: Severity
-    rule: str
+    rule: Id
 
 
 class VerdictEvent(Payload):
     ce_type: ClassVar[str] = "io.inspector.verdict.v1"
-    verdict_id: str
-    frame_id: str
-    camera_id: str
-    line_id: str
-    seq: int
-    part_id: str | None = None
-    part_failed_frames: int | None = Field(
+    verdict_id: Id
+    frame_id: Id
+    camera_id: Id
+    line_id: Id
+    seq: Count
+    part_id: Id | None = None
+    part_failed_frames: Count | None = Field(
         None, description="failing frames of this part so far (frames with a part id)"
     )
     part_verdict: Literal["PASS", "FAIL"] | None = Field(
         None, description="the part's verdict so far under the line's part_aggregation rule"
     )
     verdict: Verdict
-    rule: str = Field(..., description="the rule that decided, e.g. class:scratch or fault:expired")
-    reason: str = ""
-    findings: list[Finding] = Field(default_factory=list)
-    detections: list[Detection] = Field(default_factory=list)
+    rule: Id = Field(..., description="the rule that decided, e.g. class:scratch or fault:expired")
+    reason: Text = ""
+    findings: list[Finding] = Field(default_factory=list, max_length=MAX_ITEMS)
+    detections: list[Detection] = Field(default_factory=list, max_length=MAX_ITEMS)
     model: ModelRef | None = None
     timings: Timings
-    evidence_key: str | None = Field(None, description="Redis key of the frame kept as evidence")
-    annotated_key: str | None = Field(None, description="Redis key of the annotated JPEG")
+    evidence_key: Key | None = Field(None, description="Redis key of the frame kept as evidence")
+    annotated_key: Key | None = Field(None, description="Redis key of the annotated JPEG")
 
     def event_id(self) -> str:
         return self.verdict_id
@@ -159,17 +178,17 @@ def verdict_id_for(frame_id: str) -> str:
 
 class DefectEvent(Payload):
     ce_type: ClassVar[str] = "io.inspector.defect.v1"
-    defect_id: str
-    verdict_id: str
-    frame_id: str
-    camera_id: str
-    line_id: str
-    seq: int
-    part_id: str | None = None
-    findings: list[Finding]
-    captured_at: float
-    evidence_key: str | None = None
-    annotated_key: str | None = None
+    defect_id: Id
+    verdict_id: Id
+    frame_id: Id
+    camera_id: Id
+    line_id: Id
+    seq: Count
+    part_id: Id | None = None
+    findings: list[Finding] = Field(..., max_length=MAX_ITEMS)
+    captured_at: Epoch
+    evidence_key: Key | None = None
+    annotated_key: Key | None = None
 
     def event_id(self) -> str:
         return self.defect_id
@@ -182,19 +201,21 @@ CameraState = Literal["connecting", "streaming", "stalled", "backing_off", "stop
 
 class CameraStatusEvent(Payload):
     ce_type: ClassVar[str] = "io.inspector.camera-status.v1"
-    camera_id: str
-    line_id: str
-    run_id: str
-    transition: int = Field(..., ge=0, description="counts transitions within the run")
+    camera_id: Id
+    line_id: Id
+    run_id: Id
+    transition: int = Field(
+        ..., ge=0, le=INT64_MAX, description="counts transitions within the run"
+    )
     state: CameraState
     previous: CameraState | None = None
-    reason: str = ""
-    at: float
-    frames_ingested: int = 0
-    frames_dropped: int = 0
-    reconnects: int = 0
-    stalls: int = 0
-    fps: float = 0.0
+    reason: Text = ""
+    at: Epoch
+    frames_ingested: Count = 0
+    frames_dropped: Count = 0
+    reconnects: Count = 0
+    stalls: Count = 0
+    fps: float = Field(0.0, ge=0, le=1e6)
 
     def event_id(self) -> str:
         return deterministic_id("camera-status", self.camera_id, self.run_id, self.transition)
@@ -204,11 +225,11 @@ class PartTrigger(Payload):
     """A part entering or leaving a camera's view, as a photo-eye or PLC gateway reports."""
 
     ce_type: ClassVar[str] = "io.inspector.part-trigger.v1"
-    line_id: str
-    camera_id: str
-    part_id: str
+    line_id: Id
+    camera_id: Id
+    part_id: Id
     event: Literal["enter", "exit"]
-    at: float
+    at: Epoch
 
     def event_id(self) -> str:
         return deterministic_id("trigger", self.camera_id, self.part_id, self.event)
@@ -221,16 +242,16 @@ class LineCommand(Payload):
     """What a PLC gateway subscribes to (keyed by line)."""
 
     ce_type: ClassVar[str] = "io.inspector.line-command.v1"
-    command_id: str
-    line_id: str
+    command_id: Id
+    line_id: Id
     command: Literal["divert", "stop", "resume"]
-    camera_id: str | None = None
-    part_id: str | None = None
-    frame_id: str | None = None
-    verdict_id: str | None = None
-    episode_id: str | None = None
-    reason: str = ""
-    issued_at: float
+    camera_id: Id | None = None
+    part_id: Id | None = None
+    frame_id: Id | None = None
+    verdict_id: Id | None = None
+    episode_id: Id | None = None
+    reason: Text = ""
+    issued_at: Epoch
 
     def event_id(self) -> str:
         return self.command_id
@@ -250,38 +271,52 @@ ActionOutcome = Literal[
 
 class ActionEvent(Payload):
     ce_type: ClassVar[str] = "io.inspector.action.v1"
-    action_id: str
-    workflow: str
-    kind: str
+    action_id: Id
+    workflow: Id
+    kind: Id
     outcome: ActionOutcome
-    line_id: str
-    camera_id: str | None = None
-    verdict_id: str | None = None
-    episode_id: str | None = None
-    attempt: int = 1
-    detail: str = ""
-    at: float
+    line_id: Id
+    camera_id: Id | None = None
+    verdict_id: Id | None = None
+    episode_id: Id | None = None
+    attempt: int = Field(1, ge=0, le=1_000_000)
+    detail: Text = ""
+    at: Epoch
 
     def event_id(self) -> str:
         return deterministic_id("action-event", self.action_id, self.outcome, self.attempt)
 
 
+class TrimmedPart(BaseModel):
+    """A part of a dead-lettered record too large to copy: its size and digest instead."""
+
+    model_config = WIRE
+    part: Id = Field(..., description="key, header:<name>, or headers:rest (beyond the first 64)")
+    size: Count
+    sha256: Id
+
+
 class DeadLetterRecord(Payload):
     ce_type: ClassVar[str] = "io.inspector.dead-letter.v1"
-    reason: str = Field(..., description="machine-readable reason, e.g. bad_json, oversized")
-    error: str = Field(..., description="human-readable detail")
-    stage: str = Field(..., description="which consumer gave up: detect, act, ...")
-    original_topic: str | None = None
-    original_partition: int | None = None
-    original_offset: int | None = None
-    original_key_b64: str | None = None
+    reason: Id = Field(..., description="machine-readable reason, e.g. bad_json, oversized")
+    error: Text = Field(..., description="human-readable detail")
+    stage: Id = Field(..., description="which consumer gave up: detect, act, ...")
+    original_topic: Id | None = None
+    original_partition: Int64 | None = None
+    original_offset: Int64 | None = None
+    original_key_b64: str | None = Field(None, description="absent when larger than the cap")
     original_headers: dict[str, str | None] = Field(
-        default_factory=dict, description="header values, base64"
+        default_factory=dict, description="header values, base64 (those that fit)"
+    )
+    original_trimmed: list[TrimmedPart] = Field(
+        default_factory=list,
+        max_length=128,
+        description="key and headers summarised (size + sha256) instead of copied",
     )
     original_value_b64: str | None = Field(None, description="absent when larger than the cap")
-    original_value_size: int = 0
-    original_value_sha256: str | None = None
-    failed_at: float
+    original_value_size: Count = 0
+    original_value_sha256: Id | None = None
+    failed_at: Epoch
 
     def event_id(self) -> str:
         return deterministic_id(
@@ -320,8 +355,8 @@ class EventError(Exception):
 
     def __init__(self, reason: str, detail: str) -> None:
         self.reason = reason
-        self.detail = detail
-        super().__init__(f"{reason}: {detail}")
+        self.detail = detail if len(detail) <= 500 else detail[:500] + "…"
+        super().__init__(f"{reason}: {self.detail}")
 
 
 def dumps(payload: BaseModel) -> bytes:
@@ -374,11 +409,31 @@ def _text(h: dict[str, bytes | None], key: str) -> str:
         raise EventError("bad_header", f"header {key} is not UTF-8") from None
 
 
+def media_type(content_type: str) -> str:
+    """``Application/JSON; charset=utf-8`` → ``application/json`` (RFC 9110: case-insensitive)."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def check_headers_bounded(h: dict[str, bytes | None]) -> None:
+    """Every header of a record we act on is bounded: no attribute can grow unchecked."""
+    total = 0
+    for k, v in h.items():
+        size = len(k.encode(errors="replace")) + (len(v) if v else 0)
+        total += size
+        if size > MAX_HEADER_BYTES:
+            raise EventError(
+                "invalid_field", f"header {k[:64]!r} is {size} bytes (max {MAX_HEADER_BYTES})"
+            )
+    if total > MAX_HEADERS_TOTAL:
+        raise EventError("invalid_field", f"headers total {total} bytes (max {MAX_HEADERS_TOTAL})")
+
+
 def check_envelope(
     headers: RawHeaders,
 ) -> tuple[str, str, dict[str, bytes | None]]:
-    """Validate the CloudEvents attributes; return (ce_type, content-type, headers)."""
+    """Validate the CloudEvents attributes; return (ce_type, media type, headers)."""
     h = header_dict(headers)
+    check_headers_bounded(h)
     for key in ("ce_specversion", "ce_id", "ce_source", "ce_type", "content-type"):
         _text(h, key)
     if _text(h, "ce_specversion") != SPECVERSION:
@@ -392,7 +447,7 @@ def check_envelope(
                 "unsupported_version", f"{ce_type} not supported; this build reads {known[0]}"
             )
         raise EventError("unknown_type", f"unknown ce_type {ce_type!r}")
-    return ce_type, _text(h, "content-type"), h
+    return ce_type, media_type(_text(h, "content-type")), h
 
 
 def decode(value: bytes | None, headers: RawHeaders, expect: type[P]) -> P:
@@ -400,14 +455,37 @@ def decode(value: bytes | None, headers: RawHeaders, expect: type[P]) -> P:
     ce_type, ctype, _ = check_envelope(headers)
     if ce_type != expect.ce_type:
         raise EventError("wrong_type", f"expected {expect.ce_type}, got {ce_type}")
-    if not ctype.startswith(JSON):
+    if ctype != JSON:
         raise EventError("wrong_content_type", f"expected {JSON}, got {ctype}")
     return parse_json(value, expect)
 
 
+# pydantic error types that mean "a value out of bounds", not "the wrong shape"
+_BOUND_ERRORS = frozenset(
+    {
+        "finite_number",
+        "greater_than",
+        "greater_than_equal",
+        "less_than",
+        "less_than_equal",
+        "string_too_long",
+        "too_long",
+    }
+)
+
+
+def _validation_error(what: str, exc: ValidationError) -> EventError:
+    first = exc.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])[:200] or "(root)"
+    reason = "invalid_field" if first["type"] in _BOUND_ERRORS else "schema_violation"
+    return EventError(reason, f"{what}: {loc}: {first['msg']} ({exc.error_count()} errors)")
+
+
 def parse_json(value: bytes | None, expect: type[P]) -> P:
-    if value is None:
-        raise EventError("empty_value", "record has no value")
+    if not value:
+        raise EventError(
+            "empty_value", "record has no value" if value is None else "value is empty"
+        )
     try:
         data: Any = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
@@ -415,12 +493,7 @@ def parse_json(value: bytes | None, expect: type[P]) -> P:
     try:
         return expect.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or "(root)"
-        raise EventError(
-            "schema_violation",
-            f"{expect.ce_type}: {loc}: {first['msg']} ({exc.error_count()} errors)",
-        ) from None
+        raise _validation_error(expect.ce_type, exc) from None
 
 
 # Frames carry their metadata as extension headers when the JPEG is the value.
@@ -474,27 +547,20 @@ def decode_frame(value: bytes | None, headers: RawHeaders) -> tuple[FrameMeta, b
     ce_type, ctype, h = check_envelope(headers)
     if ce_type != FrameMeta.ce_type:
         raise EventError("wrong_type", f"expected {FrameMeta.ce_type}, got {ce_type}")
-    if ctype.startswith(JPEG):
+    if ctype == JPEG:
         if not value:
             raise EventError("empty_value", "inline frame has no JPEG bytes")
         data: dict[str, Any] = {}
         for field, attr in _FRAME_EXT.items():
-            raw = h.get(f"ce_{attr}")
-            if raw is not None:
-                data[field] = raw.decode(errors="replace")
-        tp = h.get("traceparent")
-        data.update(
-            storage="inline", size_bytes=len(value), traceparent=tp.decode() if tp else None
-        )
+            if h.get(f"ce_{attr}") is not None:
+                data[field] = _text(h, f"ce_{attr}")
+        tp = _text(h, "traceparent") if h.get("traceparent") is not None else None
+        data.update(storage="inline", size_bytes=len(value), traceparent=tp)
         try:
             return FrameMeta.model_validate(data), value
         except ValidationError as exc:
-            first = exc.errors()[0]
-            loc = ".".join(str(p) for p in first["loc"])
-            raise EventError(
-                "schema_violation", f"inline frame headers: {loc}: {first['msg']}"
-            ) from None
-    if ctype.startswith(JSON):
+            raise _validation_error("inline frame headers", exc) from None
+    if ctype == JSON:
         meta = parse_json(value, FrameMeta)
         if meta.storage == "redis" and not meta.claim_key:
             raise EventError("schema_violation", "claim-check frame without claim_key")

@@ -19,9 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from inspector.config import PlantConfig, parse_config
 from inspector.localstack import EmbeddedBroker, ManagedProcess, start_kafka, start_redis
+
+# Fuzz tests: bounded in `make test` ("ci"), long under `make fuzz` (HYPOTHESIS_PROFILE=fuzz).
+settings.register_profile(
+    "ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "fuzz", max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 ARTIFACTS = Path(os.environ.get("INSPECTOR_TEST_ARTIFACTS", "test-artifacts"))
 

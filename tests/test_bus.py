@@ -210,3 +210,75 @@ def test_graceful_shutdown_commits_and_restart_resumes(plant: PlantConfig) -> No
     outs = read(plant, [plant.topics.actions], count=30, timeout_s=30)
     ids = [decode(m.value(), m.headers(), PartTrigger).part_id for m in outs]
     assert sorted(ids) == sorted(f"p{i}" for i in range(30))
+
+
+def test_a_record_the_handler_fails_on_is_dead_lettered_and_the_stage_runs_on(
+    make_config,  # type: ignore[no-untyped-def]
+) -> None:
+    """Issue 12: an exception in the handler for one record used to end the stage, and
+    its replacement met the same record: the record is dead-lettered instead."""
+    cfg: PlantConfig = make_config()
+    create_topics(cfg)
+    loop = echo_loop(cfg, "g-poison", retry_initial_s=0.01)
+    inner = loop.handle
+
+    def handle(batch: list) -> None:  # type: ignore[type-arg]
+        if any(ev.part_id == "poison" for _m, ev in batch):
+            raise ValueError("cannot serialize this one")
+        inner(batch)
+
+    loop.handle = handle
+    recs = [encode(trigger(i), source="t", time=1.0) for i in range(4)]
+    pv, ph = encode(trigger(99).model_copy(update={"part_id": "poison"}), source="t", time=1.0)
+    produce(cfg, cfg.topics.triggers, [recs[0], recs[1], (pv, ph), recs[2]])
+    t = start(loop)
+    try:
+        read(cfg, [cfg.topics.actions], count=3, timeout_s=40)
+        [dlq] = read(cfg, [cfg.topics.dlq], count=1, timeout_s=20)
+        produce(cfg, cfg.topics.triggers, [recs[3]])  # the stage is still consuming
+        outs = read(cfg, [cfg.topics.actions], count=4, timeout_s=30)
+    finally:
+        loop.shutdown.request()
+        t.join(15)
+    assert {decode(m.value(), m.headers(), PartTrigger).part_id for m in outs} == {
+        "p0", "p1", "p2", "p3"
+    }
+    rec = decode(dlq.value(), dlq.headers(), DeadLetterRecord)
+    assert rec.reason == "handler_error" and "ValueError: cannot serialize" in rec.error
+    assert rec.original_value_b64 and rec.original_offset is not None
+    assert len(outs) == 4 and t.is_alive() is False
+    assert loop.stats.dead_lettered == 1
+
+
+def test_dead_letter_copy_of_a_huge_header_and_key_fits_the_broker(
+    make_config,  # type: ignore[no-untyped-def]
+) -> None:
+    """Issue 12 regression: a large header and key with an undecodable value made a DLQ
+    copy over the topic's max.message.bytes, which killed the stage in a loop."""
+    cfg: PlantConfig = make_config(kafka={"message_max_bytes": 100_000})
+    create_topics(cfg)  # every topic, the DLQ included, made with max.message.bytes=100000
+    gv, gh = encode(trigger(1), source="t", time=1.0)
+    key = b"k" * 20_000
+    bad_headers = [*gh, ("x-big", b"h" * 50_000)]
+    produce(cfg, cfg.topics.triggers, [(b"\xff" * 25_000, bad_headers), (gv, gh)], key=key)
+    loop = echo_loop(cfg, "g-bigdlq")
+    t = start(loop)
+    try:
+        [out] = read(cfg, [cfg.topics.actions], count=1, timeout_s=40)
+        [dlq] = read(cfg, [cfg.topics.dlq], count=1, timeout_s=20)
+    finally:
+        loop.shutdown.request()
+        t.join(15)
+    assert decode(out.value(), out.headers(), PartTrigger).part_id == "p1"
+    rec = decode(dlq.value(), dlq.headers(), DeadLetterRecord)
+    assert rec.reason == "invalid_field"  # the 50 kB header, before the value is read
+    assert rec.original_value_size == 25_000 and rec.original_value_sha256
+    parts = {p.part: p for p in rec.original_trimmed}
+    assert parts["key"].size == 20_000 and parts["header:x-big"].size == 50_000
+    import hashlib
+
+    assert parts["key"].sha256 == hashlib.sha256(key).hexdigest()
+    assert rec.original_key_b64 is None and "x-big" not in rec.original_headers
+    assert "ce_type" in rec.original_headers  # small headers are still copied
+    assert len(dlq.value() or b"") < 100_000
+    assert not t.is_alive()

@@ -30,7 +30,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from inspector.config import KafkaSettings, TopicSettings
-from inspector.events import DeadLetterRecord, encode, header_dict
+from inspector.events import MAX_ID, DeadLetterRecord, Headers, TrimmedPart, encode
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,25 @@ def _wait_for_metadata(admin: AdminClient, names: Sequence[str], timeout_s: floa
 
 
 class DeliveryFailed(Exception):
-    pass
+    """Outputs were not acknowledged; ``permanent`` when the broker refused them as such
+    (too large, invalid): the input that produced them is to blame, not the broker."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+# Delivery errors no retry can cure: the record itself is the problem.
+PERMANENT_DELIVERY_ERRORS = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.INVALID_MSG,
+        KafkaError._INVALID_ARG,
+        KafkaError._BAD_MSG,
+    }
+)
 
 
 class DeliveryTracker:
@@ -209,22 +227,29 @@ class DeliveryTracker:
 
     def __init__(self) -> None:
         self.errors: list[str] = []
+        self.permanent = False
         self.delivered = 0
 
     def __call__(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
             self.errors.append(f"{msg.topic()}: {err.str()}")
+            self.permanent |= err.code() in PERMANENT_DELIVERY_ERRORS
         else:
             self.delivered += 1
+
+    def clear(self) -> None:
+        self.errors.clear()
+        self.permanent = False
 
     def flush(self, producer: Producer, timeout_s: float = 30.0) -> None:
         """Flush and raise if anything produced since the last call was not acknowledged."""
         remaining = producer.flush(timeout_s)
-        errors, self.errors = self.errors, []
+        errors, permanent = self.errors, self.permanent
+        self.clear()
         if remaining:
             raise DeliveryFailed(f"{remaining} messages not acknowledged within {timeout_s}s")
         if errors:
-            raise DeliveryFailed("; ".join(errors[:5]))
+            raise DeliveryFailed("; ".join(errors[:5]), permanent=permanent)
 
 
 def commit_offsets(consumer: Consumer, msgs: Iterable[Message]) -> list[TopicPartition]:
@@ -256,29 +281,129 @@ def _b64(b: bytes | None) -> str | None:
     return base64.b64encode(b).decode() if b is not None else None
 
 
+def _sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+DLQ_KEY_CAP = 1024  # a bigger original key is summarised
+DLQ_HEADER_CAP = 4096  # per header value
+DLQ_HEADERS_CAP = 16_384  # all copied header values together
+DLQ_MAX_HEADERS = 64  # headers beyond these are summarised as one part
+DLQ_NAME_CAP = 200  # header names are cut to this in summaries
+DLQ_MARGIN = 1024  # record batch overhead on top of value + headers + key
+
+
+def _copies(
+    msg: Message, *, copy: bool
+) -> tuple[str | None, dict[str, str | None], list[TrimmedPart]]:
+    """The original key and headers: copied where small, else size + sha256."""
+    trimmed: list[TrimmedPart] = []
+    key = msg.key()
+    key_b64 = None
+    if key is not None:
+        if copy and len(key) <= DLQ_KEY_CAP:
+            key_b64 = _b64(key)
+        else:
+            trimmed.append(TrimmedPart(part="key", size=len(key), sha256=_sha(key)))
+    raw = msg.headers() or []
+    pairs = list(raw.items()) if isinstance(raw, dict) else list(raw)
+    copied: dict[str, str | None] = {}
+    budget = DLQ_HEADERS_CAP
+    first = DLQ_MAX_HEADERS if copy else 0  # nothing copied: all headers as one part
+    for name, v in pairs[:first]:
+        value = v.encode() if isinstance(v, str) else v
+        size = len(value) if value else 0
+        if copy and len(name) <= DLQ_NAME_CAP and size <= min(DLQ_HEADER_CAP, budget):
+            copied[name] = _b64(value)
+            budget -= size
+        else:
+            digest = _sha(name.encode(errors="replace") + b"\0" + (value or b""))
+            trimmed.append(
+                TrimmedPart(part=f"header:{name[:DLQ_NAME_CAP]}", size=size, sha256=digest)
+            )
+    rest = pairs[first:]
+    if rest:
+        h = hashlib.sha256()
+        size = 0
+        for name, v in rest:
+            value = v.encode() if isinstance(v, str) else (v or b"")
+            h.update(name.encode(errors="replace") + b"\0" + value + b"\0")
+            size += len(value)
+        trimmed.append(
+            TrimmedPart(
+                part=f"headers:rest ({len(rest)})" if first else f"headers ({len(rest)})",
+                size=size,
+                sha256=h.hexdigest(),
+            )
+        )
+    return key_b64, copied, trimmed
+
+
 def dead_letter_record(
-    msg: Message, reason: str, detail: str, stage: str, value_cap: int = DLQ_VALUE_CAP
+    msg: Message,
+    reason: str,
+    detail: str,
+    stage: str,
+    value_cap: int = DLQ_VALUE_CAP,
+    *,
+    copy_parts: bool = True,
 ) -> DeadLetterRecord:
     value = msg.value()
     size = len(value) if value else 0
+    key_b64, headers, trimmed = _copies(msg, copy=copy_parts)
     return DeadLetterRecord(
-        reason=reason,
+        reason=reason[:MAX_ID],
         error=detail[:2000],
         stage=stage,
         original_topic=msg.topic(),
         original_partition=msg.partition(),
         original_offset=msg.offset(),
-        original_key_b64=_b64(msg.key()),
-        original_headers={k: _b64(v) for k, v in header_dict(msg.headers()).items()},
+        original_key_b64=key_b64,
+        original_headers=headers,
+        original_trimmed=trimmed,
         original_value_b64=_b64(value) if value is not None and size <= value_cap else None,
         original_value_size=size,
-        original_value_sha256=hashlib.sha256(value).hexdigest() if value else None,
+        original_value_sha256=_sha(value) if value else None,
         failed_at=time.time(),
     )
 
 
+def _record_size(value: bytes, headers: Headers, key: bytes | None) -> int:
+    hdrs = sum(len(k) + (len(v) if v else 0) for k, v in headers)
+    return len(value) + hdrs + (len(key) if key else 0) + DLQ_MARGIN
+
+
+def dead_letter_message(
+    msg: Message, reason: str, detail: str, stage: str, limit: int
+) -> tuple[DeadLetterRecord, bytes, Headers, bytes | None]:
+    """The DLQ record for ``msg`` and its encoding, always within ``limit`` bytes.
+
+    Key and headers are copied when small (else size + sha256), the value when what is
+    left of the limit holds its base64; if even that does not fit, nothing is copied.
+    """
+    key = msg.key()
+    dlq_key = key if key is None or len(key) <= DLQ_KEY_CAP else _sha(key).encode()
+    source = f"inspector/{stage}"
+    bare = dead_letter_record(msg, reason, detail, stage, value_cap=-1)
+    value, headers = encode(bare, source=source, time=bare.failed_at)
+    room = (limit - _record_size(value, headers, dlq_key)) * 3 // 4 - 64
+    cap = min(DLQ_VALUE_CAP, room)
+    if cap >= 0:
+        rec = dead_letter_record(msg, reason, detail, stage, value_cap=cap)
+        value, headers = encode(rec, source=source, time=rec.failed_at)
+        if _record_size(value, headers, dlq_key) <= limit:
+            return rec, value, headers, dlq_key
+    rec = dead_letter_record(msg, reason, detail, stage, value_cap=-1, copy_parts=False)
+    value, headers = encode(rec, source=source, time=rec.failed_at)
+    return rec, value, headers, dlq_key
+
+
 class DeadLetters:
-    """Routes records we cannot process to the DLQ topic, with the reason and the original."""
+    """Routes records we cannot process to the DLQ topic, with the reason and the original.
+
+    The dead-letter record always fits ``max_message_bytes``: key, headers and value
+    are copied only as far as they fit, the rest is kept as size + sha256.
+    """
 
     def __init__(
         self,
@@ -292,15 +417,13 @@ class DeadLetters:
         self.topic = topic
         self.stage = stage
         self.tracker = tracker
-        # base64 grows the copy by 4/3; leave room for headers and the record itself
-        self.value_cap = min(DLQ_VALUE_CAP, (max_message_bytes * 3) // 5)
+        self.limit = max_message_bytes
         self.counts: dict[str, int] = {}
 
     def send(self, msg: Message, reason: str, detail: str) -> DeadLetterRecord:
-        rec = dead_letter_record(msg, reason, detail, self.stage, self.value_cap)
-        value, headers = encode(rec, source=f"inspector/{self.stage}", time=rec.failed_at)
+        rec, value, headers, key = dead_letter_message(msg, reason, detail, self.stage, self.limit)
         self.producer.produce(
-            self.topic, value=value, key=msg.key(), headers=headers, on_delivery=self.tracker
+            self.topic, value=value, key=key, headers=headers, on_delivery=self.tracker
         )
         self.counts[reason] = self.counts.get(reason, 0) + 1
         log.warning(

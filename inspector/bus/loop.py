@@ -3,6 +3,10 @@
 Guarantees:
 - bad input never stops the loop: a record the decoder rejects becomes a dead-letter
   record with its reason and original coordinates, and the batch goes on;
+- no record can stop the stage: when the handler fails on a batch for any reason but a
+  transient one, the batch is redone one record at a time, and a record that still
+  fails after ``poison_attempts`` tries is dead-lettered (``handler_error``) with the
+  error; so is one whose outputs the broker refuses for good (too large, invalid);
 - offsets are committed only after everything the batch produced (outputs and
   dead letters) was acknowledged by the broker, or inside the same transaction;
 - a transient failure (Redis down, broker not acknowledging) rewinds to the batch's
@@ -16,11 +20,13 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Generic, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from inspector.bus.kafka import (
+    PERMANENT_DELIVERY_ERRORS,
     DeadLetters,
     DeliveryFailed,
     DeliveryTracker,
@@ -40,6 +46,21 @@ T = TypeVar("T")
 
 class RetryLater(Exception):
     """Raised by a handler when the batch cannot be processed *now* (not the input's fault)."""
+
+
+class RecordFailed(Exception):
+    """The handler failed on a batch for a reason that may lie in one of its records."""
+
+
+def is_record_fault(exc: BaseException) -> bool:
+    if isinstance(exc, DeliveryFailed):
+        return exc.permanent
+    return isinstance(exc, RecordFailed)
+
+
+def _describe(exc: BaseException) -> str:
+    cause = exc.__cause__ if isinstance(exc, RecordFailed) and exc.__cause__ else exc
+    return f"{type(cause).__name__}: {cause}"
 
 
 @dataclass
@@ -79,6 +100,7 @@ class StreamLoop(Generic[T]):
         on_idle: Callable[[], None] | None = None,
         after_commit: Callable[[], None] | None = None,
         idle_poll_s: float = 0.2,
+        poison_attempts: int = 3,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
@@ -96,6 +118,8 @@ class StreamLoop(Generic[T]):
         self.on_idle = on_idle
         self.after_commit = after_commit
         self.idle_poll_s = idle_poll_s
+        self.poison_attempts = max(1, poison_attempts)
+        self._pending: list[Message] = []  # the records of the batch not yet committed
         self.tracker = DeliveryTracker()
         self.dlq = DeadLetters(producer, dlq_topic, stage, self.tracker, max_message_bytes)
         self.stats = LoopStats()
@@ -163,8 +187,26 @@ class StreamLoop(Generic[T]):
                 decoded.append((m, self.decode(m)))
             except EventError as exc:
                 self.dead_letter(m, exc.reason, exc.detail)
+            except Exception as exc:  # a decoder bug must not stop the stage either
+                self.dead_letter(m, "decode_error", f"{type(exc).__name__}: {exc}")
         if decoded:
+            self._handle(decoded)
+
+    def _handle(self, decoded: list[tuple[Message, T]]) -> None:
+        try:
             self.handle(decoded)
+        except (RetryLater, ServiceUnavailable, DeliveryFailed):
+            raise
+        except BufferError as exc:  # the producer queue is full: not the input's fault
+            raise RetryLater(f"producer queue full: {exc}") from None
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            code = err.code() if isinstance(err, KafkaError) else None
+            if code in PERMANENT_DELIVERY_ERRORS:  # produce() refused an output outright
+                raise RecordFailed(str(exc)) from exc
+            raise  # fenced, fatal: the supervisor restarts the stage
+        except Exception as exc:
+            raise RecordFailed(str(exc)) from exc
 
     # ------------------------------------------------------------------ main
 
@@ -197,7 +239,7 @@ class StreamLoop(Generic[T]):
                             "retry_in_s": round(backoff, 2),
                         },
                     )
-                    self._rewind(msgs)
+                    self._rewind(self._pending or msgs)
                     self.shutdown.wait(backoff)
                     backoff = min(backoff * 2, self.retry_max_s)
         finally:
@@ -205,24 +247,82 @@ class StreamLoop(Generic[T]):
         return self.stats
 
     def _run_batch(self, msgs: list[Message]) -> None:
+        self._pending = msgs
+        try:
+            self._commit_unit(msgs, self._process)
+        except Exception as exc:
+            if not is_record_fault(exc):
+                raise
+            LOOP_ERRORS.labels(self.stage, "record_failed").inc()
+            log.warning(
+                "batch failed on a record; redoing it one record at a time",
+                extra={"stage": self.stage, "records": len(msgs), "error": _describe(exc)[:300]},
+            )
+            self._after_failure()
+            self._isolate(msgs)
+        self._pending = []
+        self.stats.batches += 1
+        self.stats.records += len(msgs)
+        if self.after_commit:
+            self.after_commit()
+
+    def _isolate(self, msgs: list[Message]) -> None:
+        """Each record in its own unit of work; one that keeps failing is dead-lettered."""
+        for i, m in enumerate(msgs):
+            self._pending = msgs[i:]
+            failure: BaseException | None = None
+            for attempt in range(1, self.poison_attempts + 1):
+                try:
+                    self._commit_unit([m], self._process)
+                    failure = None
+                    break
+                except Exception as exc:
+                    if not is_record_fault(exc):
+                        raise  # transient: run() rewinds to the records not yet committed
+                    failure = exc
+                    self._after_failure()
+                    if attempt < self.poison_attempts:
+                        self.shutdown.wait(self.retry_initial_s)
+            if failure is not None:
+                detail = f"{_describe(failure)} (failed {self.poison_attempts} times)"
+                self._commit_unit([m], partial(self._dead_letter_all, "handler_error", detail))
+
+    def _dead_letter_all(self, reason: str, detail: str, msgs: list[Message]) -> None:
+        for m in msgs:
+            self.dead_letter(m, reason, detail)
+
+    def _after_failure(self) -> None:
+        """Drop what a failed unit left: its transaction is aborted; outside one, its
+        delivery reports are drained so they are not charged to the next unit."""
+        if not self.transactional:
+            self.producer.flush(30)
+            self.tracker.clear()
+
+    def _commit_unit(self, msgs: list[Message], work: Callable[[list[Message]], None]) -> None:
+        """Run ``work`` on ``msgs``; commit their offsets once all it produced is durable."""
         if self.transactional:
             self.producer.begin_transaction()
             try:
-                self._process(msgs)
+                work(msgs)
                 self.producer.send_offsets_to_transaction(
                     next_offsets(msgs), self.consumer.consumer_group_metadata(), 30
                 )
                 self.producer.commit_transaction(30)
-            except Exception:
+            except Exception as exc:
                 try:
                     self.producer.abort_transaction(30)
                 except KafkaException as abort_exc:
                     # e.g. fenced or timed out: the original error is the one to report
                     log.warning("abort_transaction failed", extra={"error": str(abort_exc)})
+                permanent, errors = self.tracker.permanent, self.tracker.errors[:5]
+                self.tracker.clear()
+                if permanent and isinstance(exc, KafkaException):
+                    # the transaction failed because the broker refused an output for good
+                    raise DeliveryFailed("; ".join(errors), permanent=True) from exc
                 raise
-            self.tracker.errors.clear()
+            self.tracker.clear()
         else:
-            self._process(msgs)
+            work(msgs)
             self.tracker.flush(self.producer)
             offsets = next_offsets(msgs)
             try:
@@ -231,10 +331,6 @@ class StreamLoop(Generic[T]):
                 # Lost the partition in a rebalance: outputs are deterministic, the new
                 # owner's redo is recognisable downstream.
                 log.warning("commit failed", extra={"stage": self.stage, "error": str(exc)})
-        self.stats.batches += 1
-        self.stats.records += len(msgs)
-        if self.after_commit:
-            self.after_commit()
 
     def close(self) -> None:
         try:
