@@ -88,6 +88,20 @@ class KafkaSettings(Strict):
             raise ValueError(
                 f"sasl_username and sasl_password are required for {self.sasl_mechanism}"
             )
+        if not self.security_protocol.endswith("SSL"):
+            for name in (
+                "ssl_ca_location",
+                "ssl_certificate_location",
+                "ssl_key_location",
+                "ssl_key_password",
+            ):
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"{name} is set but security_protocol {self.security_protocol} "
+                        "does not use TLS (use SSL or SASL_SSL)"
+                    )
+        if (self.ssl_certificate_location is None) != (self.ssl_key_location is None):
+            raise ValueError("ssl_certificate_location and ssl_key_location go together")
         if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
             raise ValueError("heartbeat_interval_ms must be at most a third of session_timeout_ms")
         return self
@@ -179,6 +193,30 @@ class RedisSettings(Strict):
     password: SecretStr | None = Field(None, title="Redis password")
     key_prefix: str = Field("inspector", title="Key prefix", pattern=r"^[A-Za-z0-9._:-]{1,64}$")
     socket_timeout_s: float = Field(2.0, title="Socket timeout", gt=0, le=60)
+    ssl_ca_location: str | None = Field(
+        None,
+        title="CA bundle path (rediss://)",
+        description="Verifies the server's certificate; unset = the system's CAs.",
+        max_length=1000,
+    )
+    ssl_certificate_location: str | None = Field(
+        None, title="Client cert path (rediss://)", max_length=1000
+    )
+    ssl_key_location: str | None = Field(None, title="Client key path (rediss://)", max_length=1000)
+    ssl_check_hostname: bool = Field(
+        True, title="Check that the server's certificate names the host in the URL"
+    )
+
+    @model_validator(mode="after")
+    def _tls_needs_rediss(self) -> RedisSettings:
+        tls_fields = ("ssl_ca_location", "ssl_certificate_location", "ssl_key_location")
+        if not self.url.startswith("rediss://"):
+            for name in tls_fields:
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} needs a rediss:// url (TLS); the url is not TLS")
+        if (self.ssl_certificate_location is None) != (self.ssl_key_location is None):
+            raise ValueError("ssl_certificate_location and ssl_key_location go together")
+        return self
 
 
 # --------------------------------------------------------------------------- frames

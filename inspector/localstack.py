@@ -533,25 +533,51 @@ def redis_binary() -> str:
     return found
 
 
-def start_redis(port: int | None = None, log_dir: Path | None = None) -> ManagedProcess:
+@dataclass(frozen=True)
+class RedisTls:
+    """TLS for an embedded redis-server: it then listens with TLS only."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+    auth_clients: bool = True  # demand a client certificate signed by ca_file
+
+
+def start_redis(
+    port: int | None = None,
+    log_dir: Path | None = None,
+    *,
+    tls: RedisTls | None = None,
+    password: str | None = None,
+) -> ManagedProcess:
+    """A throw-away redis-server on loopback. Options go into a config file in its work
+    folder, so a password never shows in the process list."""
     port = port or free_port()
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="inspector-redis-"))
     workdir = tempfile.mkdtemp(prefix="inspector-redis-data-")
+    conf = {
+        "port": "0" if tls else str(port),
+        "bind": "127.0.0.1",
+        "save": '""',
+        "appendonly": "no",
+        "dir": workdir,
+    }
+    if tls:
+        conf |= {
+            "tls-port": str(port),
+            "tls-cert-file": str(tls.cert_file),
+            "tls-key-file": str(tls.key_file),
+            "tls-ca-cert-file": str(tls.ca_file),
+            "tls-auth-clients": "yes" if tls.auth_clients else "no",
+        }
+    if password is not None:
+        conf["requirepass"] = password
+    conf_path = Path(workdir) / "redis.conf"
+    conf_path.write_text("".join(f"{k} {v}\n" for k, v in conf.items()))
+    conf_path.chmod(0o600)
     mp = ManagedProcess(
         name="redis-server",
-        argv=[
-            redis_binary(),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            workdir,
-        ],
+        argv=[redis_binary(), str(conf_path)],
         host="127.0.0.1",
         port=port,
         log_path=log_dir / f"redis-{port}.log",

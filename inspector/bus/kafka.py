@@ -127,11 +127,77 @@ def make_consumer(
     return Consumer(conf)
 
 
+def unreadable_files(section: str, paths: dict[str, str | None]) -> str | None:
+    """One line naming the first configured TLS file that cannot be read, else None."""
+    for name, path in paths.items():
+        if path is None:
+            continue
+        try:
+            with open(path, "rb") as f:
+                f.read(1)
+        except OSError as exc:
+            return f"{section}.{name}: cannot read {path}: {exc.strerror or exc}"
+    return None
+
+
+# librdkafka reports these while connecting; they will not go away by waiting longer.
+_FATAL_CONNECT = (KafkaError._AUTHENTICATION, KafkaError._SSL)
+
+
+def _is_fatal(err: KafkaError) -> bool:
+    text = err.str()
+    return (
+        err.code() in _FATAL_CONNECT
+        or "SSL routines" in text
+        or "incorrect security.protocol" in text
+    )
+
+
+def _reason(err: KafkaError) -> str:
+    """librdkafka's error as one line, without its ``ssl://host:port/bootstrap:`` prefix."""
+    text = " ".join(err.str().split())
+    head, sep, rest = text.partition("/bootstrap: ")
+    return rest if sep and "://" in head else text
+
+
+def _hint(settings: KafkaSettings, reason: str) -> str:
+    low = reason.lower()
+    if "certificate verify failed" in low or "could not be verified" in low:
+        return " (check kafka.ssl_ca_location and that the broker's certificate names the host)"
+    if "bad certificate" in low or "certificate required" in low:
+        return (
+            " (the broker refused our client certificate: check "
+            "kafka.ssl_certificate_location and kafka.ssl_key_location)"
+        )
+    if "authentication" in low or "sasl" in low:
+        return " (check kafka.sasl_mechanism, kafka.sasl_username and kafka.sasl_password)"
+    if "ssl" in low or "handshake" in low:
+        return " (check kafka.security_protocol and kafka.ssl_* against the listener)"
+    return " (check kafka.bootstrap_servers and kafka.security_protocol)"
+
+
 def check_broker(settings: KafkaSettings, timeout_s: float = 5.0) -> None:
-    """Fail fast with one line naming the address instead of librdkafka's retry noise."""
+    """Fail fast with one actionable line instead of librdkafka's retry noise.
+
+    First a TCP connect to the first bootstrap address (names the address when nothing
+    listens), then a real metadata request through a client configured exactly like
+    ours, so a TLS handshake (certificate, host name) and SASL authentication are
+    proven before the process starts working; their failure is turned into one line
+    such as ``certificate verify failed`` or ``invalid credentials``.
+    """
+    bad = unreadable_files(
+        "kafka",
+        {
+            "ssl_ca_location": settings.ssl_ca_location,
+            "ssl_certificate_location": settings.ssl_certificate_location,
+            "ssl_key_location": settings.ssl_key_location,
+        },
+    )
+    if bad:
+        raise ServiceUnavailable(bad)
     first = settings.bootstrap_servers.split(",")[0].strip()
     host, _, port = first.rpartition(":")
-    if settings.security_protocol == "PLAINTEXT" and host and port.isdigit():
+    if host and port.isdigit():
         try:
             with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
                 pass
@@ -140,13 +206,35 @@ def check_broker(settings: KafkaSettings, timeout_s: float = 5.0) -> None:
                 f"Kafka broker unreachable at {first}: {exc.strerror or exc} "
                 "(check kafka.bootstrap_servers or INSPECTOR__KAFKA__BOOTSTRAP_SERVERS)"
             ) from None
-    admin = AdminClient(client_config(settings, "probe"))
+    errors: list[KafkaError] = []
+    conf = client_config(settings, "probe")
+    conf.update(settings.extra)
+    conf.update({"error_cb": errors.append, "log_level": 0})
     try:
-        admin.list_topics(timeout=timeout_s)
-    except KafkaException as exc:
+        admin = AdminClient(conf)
+    except KafkaException as exc:  # e.g. a key that does not match its certificate
         raise ServiceUnavailable(
-            f"Kafka broker at {settings.bootstrap_servers} did not answer: {exc.args[0]}"
+            f"Kafka client configuration rejected: {_reason(exc.args[0])}"
         ) from None
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while True:
+        try:
+            admin.list_topics(timeout=min(0.5, max(0.05, deadline - time.monotonic())))
+            return
+        except KafkaException as exc:
+            last = _reason(exc.args[0])
+        admin.poll(0)  # serves error_cb: the handshake / authentication error itself
+        fatal = [e for e in errors if _is_fatal(e)]
+        if fatal or time.monotonic() >= deadline:
+            # "1/1 brokers are down" says less than the error that brought them down
+            telling = [e for e in errors if e.code() != KafkaError._ALL_BROKERS_DOWN]
+            pick = fatal or telling or errors
+            reason = _reason(pick[-1]) if pick else last
+            raise ServiceUnavailable(
+                f"Kafka broker at {settings.bootstrap_servers} ({settings.security_protocol}) "
+                f"did not answer: {reason}{_hint(settings, reason)}"
+            ) from None
 
 
 def ensure_topics(

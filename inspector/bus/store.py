@@ -9,10 +9,12 @@ unreachable Redis is a *fact about the system*, which pauses the consumer instea
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 
 from inspector.bus.crypto import Sealer
-from inspector.bus.kafka import ServiceUnavailable
+from inspector.bus.kafka import ServiceUnavailable, unreadable_files
 from inspector.config import RedisSettings
 
 
@@ -25,22 +27,60 @@ class StoreUnavailable(ServiceUnavailable):
 
 
 def connect(settings: RedisSettings, *, check: bool = True) -> redis.Redis:
+    """A client for the configured Redis; with ``check`` a PING proves it answers.
+
+    ``rediss://`` is TLS: the server's certificate is always verified (against
+    ``ssl_ca_location``, else the system's CAs) and so is its host name unless
+    ``ssl_check_hostname`` is off; a client certificate is sent when configured.
+    """
+    tls: dict[str, Any] = {}
+    if settings.url.startswith("rediss://"):
+        bad = unreadable_files(
+            "redis",
+            {
+                "ssl_ca_location": settings.ssl_ca_location,
+                "ssl_certificate_location": settings.ssl_certificate_location,
+                "ssl_key_location": settings.ssl_key_location,
+            },
+        )
+        if bad:
+            raise StoreUnavailable(bad)
+        tls = {
+            "ssl_cert_reqs": "required",
+            "ssl_check_hostname": settings.ssl_check_hostname,
+            "ssl_ca_certs": settings.ssl_ca_location,
+            "ssl_certfile": settings.ssl_certificate_location,
+            "ssl_keyfile": settings.ssl_key_location,
+        }
     client = redis.Redis.from_url(
         settings.url,
         password=settings.password.get_secret_value() if settings.password else None,
         socket_timeout=settings.socket_timeout_s,
         socket_connect_timeout=settings.socket_timeout_s,
         health_check_interval=30,
+        **tls,
     )
     if check:
         try:
             client.ping()
         except redis.RedisError as exc:
-            raise StoreUnavailable(
-                f"Redis unreachable at {_safe_url(settings.url)}: {exc} "
-                "(check redis.url or INSPECTOR__REDIS__URL)"
-            ) from None
+            raise StoreUnavailable(_unreachable(settings, exc)) from None
     return client
+
+
+def _unreachable(settings: RedisSettings, exc: Exception) -> str:
+    where = _safe_url(settings.url)
+    text = " ".join(str(exc).split())
+    if isinstance(exc, redis.AuthenticationError) or "AUTH" in text or "WRONGPASS" in text:
+        return f"Redis at {where} refused our credentials: {text} (check redis.password)"
+    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+        return (
+            f"Redis at {where}: TLS certificate verify failed: {text} "
+            "(check redis.ssl_ca_location and that the certificate names the host)"
+        )
+    if "SSL" in text or "TLS" in text:
+        return f"Redis at {where}: TLS handshake failed: {text}"
+    return f"Redis unreachable at {where}: {text} (check redis.url or INSPECTOR__REDIS__URL)"
 
 
 def _safe_url(url: str) -> str:
