@@ -8,6 +8,7 @@ SCRAM-SHA-256 (user created at storage-format time).
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -354,3 +355,228 @@ def test_rtsps_camera_urls_are_accepted_and_passed_through() -> None:
     assert cfg.lines[0].cameras[0].url == url
     assert rtsp.host_port(url) == ("cam.plant.local", 322)
     assert rtsp.redact(url) == "rtsps://viewer:***@cam.plant.local:322/stream1"
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def _descendants(pid: int) -> list[int]:
+    out = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for kid in kids:
+            out += _descendants(int(kid))
+    return out
+
+
+def _cmdlines(pids: list[int]) -> bytes:
+    out = b""
+    for pid in pids:
+        for p in _descendants(pid):
+            with contextlib.suppress(OSError):
+                out += Path(f"/proc/{p}/cmdline").read_bytes() + b"\n"
+    return out
+
+
+def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    import httpx
+
+    try:
+        r = httpx.get(url, headers=headers or {}, timeout=3)
+        return r.status_code, r.content
+    except httpx.HTTPError:
+        return 0, b""
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_no_secret_in_logs_metrics_events_redis_or_argv_of_a_tls_plant(
+    tls_broker: KafkaBroker, tls: TlsFiles, tmp_path: Path
+) -> None:
+    """A whole plant as real processes (mes-stub, ingest, worker, act, dashboard) over
+    SASL_SSL Kafka and a TLS Redis with a password, every secret a unique marker; then
+    every log line, every /metrics page, every event on every topic, everything in Redis
+    and every process's argument list is searched for each marker."""
+    import base64
+    import os
+    import secrets
+    import signal
+
+    from inspector.sim import SceneConfig, SimCameraFleet
+    from tests.detect.conftest import demo_plant
+    from tests.helpers import read, wait_for
+
+    mark = uuid.uuid4().hex[:12]
+    whsec_key = secrets.token_bytes(24)
+    store_key = secrets.token_bytes(32)
+    env_secrets = {
+        "T_REDIS_PASSWORD": f"redis-pw-{mark}",
+        "T_CAM_PASSWORD": f"campw{mark}",
+        "T_MES_SECRET": "whsec_" + base64.b64encode(whsec_key).decode(),
+        "T_DASH_TOKEN": f"dash-token-{mark}",
+        "INSPECTOR_STORE_KEYS": "k1:" + base64.b64encode(store_key).decode(),
+        "T_KAFKA_PASSWORD": SCRAM_PASSWORD,
+    }
+    needles = {name: value.encode() for name, value in env_secrets.items()}
+    needles["store key (raw)"] = store_key
+    needles["webhook key (raw)"] = whsec_key
+    needles["store key (b64 only)"] = base64.b64encode(store_key)
+
+    redis_server = start_redis(
+        log_dir=tmp_path,
+        tls=RedisTls(cert_file=tls.server_cert, key_file=tls.server_key, ca_file=tls.ca),
+        password=env_secrets["T_REDIS_PASSWORD"],
+    )
+    fleet = SimCameraFleet(
+        {"cam-1": SceneConfig(seed=31, width=640, height=360, clip_seconds=10, defect_rate=0.8)}
+    )
+    fleet.start()
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    logs: dict[str, Path] = {}
+    try:
+        ports = {k: free_port() for k in ("mes", "ingest", "worker", "act", "dashboard")}
+        cam_url = fleet.url("cam-1").replace("rtsp://", "rtsp://viewer:${T_CAM_PASSWORD}@", 1)
+        uid = uuid.uuid4().hex[:10]
+        data = deep_merge(
+            base_config_dict("x:1", "redis://x:1/0", uid),
+            {
+                "kafka": sasl_kafka(tls_broker, tls, sasl_password="${T_KAFKA_PASSWORD}"),
+                "redis": redis_tls(
+                    redis_server, tls, password="${T_REDIS_PASSWORD}", socket_timeout_s=5
+                ),
+                "lines": [
+                    {
+                        "id": "line-1",
+                        "cameras": [
+                            {
+                                "id": "cam-1",
+                                "url": cam_url,
+                                "sample_fps": 4,
+                                "width": 640,
+                                "height": 360,
+                            }
+                        ],
+                        "rules": demo_plant()["lines"][0]["rules"],
+                    }
+                ],
+                "models": demo_plant()["models"],
+                "worker": {"shed_after_ms": 60_000},
+                "frames": {"max_age_s": 120},
+                "workflows": [
+                    {"kind": "divert", "name": "gate"},
+                    {
+                        "kind": "mes_ticket",
+                        "name": "ticket",
+                        "url": f"http://127.0.0.1:{ports['mes']}/tickets",
+                        "secrets": ["${T_MES_SECRET}"],
+                        "retry": {"initial_backoff_s": 0.2, "max_backoff_s": 1},
+                    },
+                ],
+                "observe": {
+                    "dashboard_token": "${T_DASH_TOKEN}",
+                    "dashboard_port": ports["dashboard"],
+                    "log_format": "json",
+                },
+            },
+        )
+        path = tmp_path / "plant.yaml"
+        path.write_text(yaml.safe_dump(data))
+        for value in env_secrets.values():
+            assert value not in path.read_text()  # only ${NAME} references in the file
+        env = {**os.environ, **env_secrets, "INSPECTOR_MES_SECRETS": env_secrets["T_MES_SECRET"]}
+        cfg = parse_config(yaml.safe_load(path.read_text()), str(path), env=env)
+        ensure_topics(cfg.kafka, cfg.topics)
+
+        cli = [sys.executable, "-m", "inspector"]
+        argvs = {
+            "mes": [*cli, "mes-stub", "--port", str(ports["mes"])],
+            "ingest": [*cli, "ingest", "-c", str(path), "--metrics-port", str(ports["ingest"])],
+            "worker": [*cli, "worker", "-c", str(path), "--metrics-port", str(ports["worker"])],
+            "act": [*cli, "act", "-c", str(path), "--metrics-port", str(ports["act"])],
+            "dashboard": [*cli, "dashboard", "-c", str(path)],
+        }
+        for name, argv in argvs.items():
+            logs[name] = tmp_path / f"{name}.log"
+            with logs[name].open("wb") as log:
+                procs[name] = subprocess.Popen(argv, stdout=log, stderr=log, env=env)
+
+        def mes_verified() -> int:
+            code, body = _get(f"http://127.0.0.1:{ports['mes']}/stats")
+            return int(orjson_loads(body).get("verified", 0)) if code == 200 else 0
+
+        def alive() -> bool:
+            dead = {n: p.returncode for n, p in procs.items() if p.poll() is not None}
+            assert not dead, f"exited early: {dead}; " + "; ".join(
+                f"{n}: {logs[n].read_text()[-800:]}" for n in dead
+            )
+            return True
+
+        wait_for(lambda: alive() and mes_verified() >= 1, 150, "a signed MES ticket verified")
+        dash = f"http://127.0.0.1:{ports['dashboard']}"
+        wait_for(lambda: alive() and _get(f"{dash}/healthz")[0] == 200, 30, "dashboard up")
+        token = env_secrets["T_DASH_TOKEN"]
+        assert _get(f"{dash}/api/snapshot")[0] == 401
+        assert _get(f"{dash}/api/snapshot", {"Authorization": f"Bearer {token}"})[0] == 200
+        assert _get(f"{dash}/?token={token}")[0] == 303  # token in a URL, once → cookie
+
+        haystacks: dict[str, bytes] = {}
+        haystacks["argv"] = _cmdlines([p.pid for p in procs.values()])
+        for name in ("ingest", "worker", "act", "dashboard"):
+            code, body = _get(f"http://127.0.0.1:{ports[name]}/metrics")
+            assert code == 200 and b"inspector_" in body, name
+            haystacks[f"{name} /metrics"] = body
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs.values():
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        fleet.close()
+
+    try:
+        events = read(cfg, cfg.topics.all(), quiet_s=2.0, timeout_s=60)
+        blob = b""
+        for m in events:
+            blob += (m.key() or b"") + (m.value() or b"")
+            for k, v in m.headers() or []:
+                blob += k.encode() + (v or b"")
+        haystacks["events"] = blob
+        client = connect(cfg.redis)
+        keys = list(client.scan_iter(f"{cfg.redis.key_prefix}:*"))
+        assert keys, "nothing in Redis"
+        haystacks["redis"] = b"".join(k + (client.dump(k) or b"") for k in keys)  # type: ignore[operator]
+    finally:
+        redis_server.close()
+    for name, log_path in logs.items():
+        haystacks[f"{name} log"] = log_path.read_bytes()
+
+    leaks = [
+        f"{secret} in {where}"
+        for where, hay in haystacks.items()
+        for secret, needle in needles.items()
+        if needle in hay
+    ]
+    assert not leaks, leaks
+    # the search sees what it should: the camera URL, redacted, is in logs and events
+    topics_seen = {m.topic() for m in events}
+    assert {cfg.topics.frames, cfg.topics.verdicts, cfg.topics.camera_status} <= topics_seen
+    assert cfg.topics.line_commands in topics_seen and cfg.topics.actions in topics_seen
+    assert b"viewer:***@" in haystacks["events"] + haystacks["ingest log"]
+    assert len(haystacks["worker log"]) > 0 and len(haystacks["argv"]) > 0
+
+
+def orjson_loads(body: bytes) -> dict[str, Any]:
+    import orjson
+
+    try:
+        out = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {}
+    return out if isinstance(out, dict) else {}
