@@ -16,12 +16,13 @@ import base64
 import binascii
 import os
 import re
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -30,6 +31,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
+
+from inspector import safeyaml
 
 ENV_PREFIX = "INSPECTOR__"
 Identifier = Annotated[
@@ -38,8 +42,39 @@ Identifier = Annotated[
 ]
 
 
+def _is_number_type(annotation: Any) -> bool:
+    if annotation in (int, float):
+        return True
+    args = typing.get_args(annotation)
+    return bool(args) and bool not in args and any(a in (int, float) for a in args)
+
+
+class BoolNotNumber:
+    """A YAML boolean given where a number belongs (reported, never converted)."""
+
+    def __init__(self, value: bool) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return str(self.value).lower()
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, data: Any) -> Any:
+        # pydantic's lax mode reads `true` as 1: `dashboard_port: true` would be port 1.
+        # Wrapped, the value fails the number check at its own field path.
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for name, value in data.items():
+            field = cls.model_fields.get(name) if isinstance(name, str) else None
+            if isinstance(value, bool) and field and _is_number_type(field.annotation):
+                out[name] = BoolNotNumber(value)
+        return out
 
 
 # --------------------------------------------------------------------------- Kafka
@@ -426,7 +461,9 @@ class LineSettings(Strict):
         ids = [c.id for c in self.cameras]
         dup = {i for i in ids if ids.count(i) > 1}
         if dup:
-            raise ValueError(f"duplicate camera ids: {sorted(dup)}")
+            raise PydanticCustomError(
+                "duplicate_id", "duplicate camera ids: {ids}", {"ids": str(sorted(dup))}
+            )
         return self
 
 
@@ -536,19 +573,55 @@ class StopLineWorkflow(Strict):
     )
 
 
+MIN_WEBHOOK_KEY_BYTES = 24
+
+
+def _whsec(secret: SecretStr) -> SecretStr:
+    """A Standard Webhooks secret: 'whsec_' + base64 of at least 24 random bytes."""
+    raw = secret.get_secret_value()
+    if not raw.startswith("whsec_"):
+        raise ValueError("must be a Standard Webhooks secret 'whsec_<base64>'")
+    encoded = raw[len("whsec_") :]
+    if not re.fullmatch(r"[A-Za-z0-9+/]+={0,2}", encoded):
+        raise ValueError(
+            "must be 'whsec_' + base64 (the part after 'whsec_' is not base64)"
+        ) from None
+    try:
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(
+            "must be 'whsec_' + base64 (the part after 'whsec_' is not base64)"
+        ) from None
+    if len(key) < MIN_WEBHOOK_KEY_BYTES:
+        raise ValueError(
+            f"must be 'whsec_' + base64 of at least {MIN_WEBHOOK_KEY_BYTES} random bytes "
+            f"(this one has {len(key)})"
+        )
+    return secret
+
+
+WebhookSecret = Annotated[SecretStr, AfterValidator(_whsec)]
+
+
 class MesTicketWorkflow(Strict):
     kind: Literal["mes_ticket"] = "mes_ticket"
     name: Identifier = Field(..., title="Workflow name")
     filter: WorkflowFilter = Field(default_factory=lambda: WorkflowFilter(), title="Filter")
     url: str = Field(..., title="Webhook URL", max_length=2000)
-    secrets: list[SecretStr] = Field(
+    secrets: list[WebhookSecret] = Field(
         ...,
         title="Standard Webhooks secrets (whsec_...)",
         description="The first signs; several sign during key rotation.",
         min_length=1,
         max_length=8,
     )
-    timeout_s: float = Field(5.0, title="Request timeout", gt=0, le=120)
+    timeout_s: float = Field(
+        15.0,
+        title="Request timeout",
+        description="Standard Webhooks recommends 15-30 s: a receiver may take a while.",
+        gt=0,
+        le=120,
+    )
     retry: RetrySettings = Field(default_factory=lambda: RetrySettings(), title="Retry policy")
     evidence_base_url: str | None = Field(
         None, title="Base URL for evidence links in tickets", max_length=2000
@@ -559,23 +632,6 @@ class MesTicketWorkflow(Strict):
     def _http(cls, v: str | None) -> str | None:
         if v is not None and not re.match(r"^https?://[^/\s]+", v):
             raise ValueError("must be an http:// or https:// URL")
-        return v
-
-    @field_validator("secrets")
-    @classmethod
-    def _whsec(cls, v: list[SecretStr]) -> list[SecretStr]:
-        for s in v:
-            raw = s.get_secret_value()
-            if not raw.startswith("whsec_") or len(raw) < 16:
-                raise ValueError("each secret must be a Standard Webhooks secret 'whsec_<base64>'")
-            try:
-                key = base64.b64decode(raw[len("whsec_") :] + "==", validate=False)
-            except (binascii.Error, ValueError):
-                key = b""
-            if len(key) < 16 or not re.fullmatch(r"[A-Za-z0-9+/]+=*", raw[len("whsec_") :]):
-                raise ValueError(
-                    "each secret must be 'whsec_' + base64 of at least 16 random bytes"
-                )
         return v
 
 
@@ -661,11 +717,17 @@ class PlantConfig(Strict):
         line_ids = [ln.id for ln in self.lines]
         dup = {i for i in line_ids if line_ids.count(i) > 1}
         if dup:
-            raise ValueError(f"duplicate line ids: {sorted(dup)}")
+            raise PydanticCustomError(
+                "duplicate_id", "duplicate line ids: {ids}", {"ids": str(sorted(dup))}
+            )
         cams = [c.id for ln in self.lines for c in ln.cameras]
         dupc = {i for i in cams if cams.count(i) > 1}
         if dupc:
-            raise ValueError(f"camera ids must be unique across the plant: {sorted(dupc)}")
+            raise PydanticCustomError(
+                "duplicate_id",
+                "camera ids must be unique across the plant: {ids}",
+                {"ids": str(sorted(dupc))},
+            )
         if self.worker.model not in self.models:
             raise ValueError(
                 f"worker.model {self.worker.model!r} is not one of models: {sorted(self.models)}"
@@ -680,7 +742,9 @@ class PlantConfig(Strict):
         names = [w.name for w in self.workflows]
         dupw = {n for n in names if names.count(n) > 1}
         if dupw:
-            raise ValueError(f"duplicate workflow names: {sorted(dupw)}")
+            raise PydanticCustomError(
+                "duplicate_id", "duplicate workflow names: {ids}", {"ids": str(sorted(dupw))}
+            )
         for i, wf in enumerate(self.workflows):
             for ln in wf.filter.lines:
                 if ln not in line_ids:
@@ -763,6 +827,15 @@ def _interpolate(value: Any, env: Mapping[str, str], missing: list[str], path: s
     return value
 
 
+def _env_value(key: str, raw: str, errors: list[str]) -> Any:
+    """An override's value, parsed as a YAML scalar (or flow collection) within limits."""
+    try:
+        return safeyaml.load(raw)
+    except safeyaml.YamlError as exc:
+        errors.append(f"{key}: {exc}")
+        return None
+
+
 def _apply_env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> list[str]:
     errors: list[str] = []
     for key, raw in sorted(env.items()):
@@ -779,12 +852,12 @@ def _apply_env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> list[s
                     errors.append(f"{key}: no list item {part!r}")
                     break
                 if last:
-                    node[int(part)] = yaml.safe_load(raw)
+                    node[int(part)] = _env_value(key, raw, errors)
                 else:
                     node = node[int(part)]
             elif isinstance(node, dict):
                 if last:
-                    node[part] = yaml.safe_load(raw)
+                    node[part] = _env_value(key, raw, errors)
                 else:
                     node = node.setdefault(part, {})
             else:
@@ -806,10 +879,46 @@ def format_loc(loc: Sequence[int | str]) -> str:
     return out or "(root)"
 
 
-def validation_messages(exc: ValidationError) -> list[str]:
+def duplicate_ids(data: Mapping[str, Any]) -> list[str]:
+    """Line ids, camera ids (plant-wide) and workflow names given twice, each reported at
+    the field path of the repeat (``lines[1].id``), naming where it was first given."""
+    out: list[str] = []
+
+    def check(seen: dict[Any, str], value: Any, path: str, what: str) -> None:
+        if not isinstance(value, str):
+            return
+        if value in seen:
+            out.append(f"{path}: duplicate {what} {value!r} (first at {seen[value]})")
+        else:
+            seen[value] = path
+
+    lines = data.get("lines")
+    line_ids: dict[Any, str] = {}
+    cam_ids: dict[Any, str] = {}
+    for i, ln in enumerate(lines if isinstance(lines, list) else []):
+        if not isinstance(ln, Mapping):
+            continue
+        check(line_ids, ln.get("id"), f"lines[{i}].id", "line id")
+        cams = ln.get("cameras")
+        for j, cam in enumerate(cams if isinstance(cams, list) else []):
+            if isinstance(cam, Mapping):
+                check(cam_ids, cam.get("id"), f"lines[{i}].cameras[{j}].id", "camera id")
+    workflows = data.get("workflows")
+    names: dict[Any, str] = {}
+    for i, wf in enumerate(workflows if isinstance(workflows, list) else []):
+        if isinstance(wf, Mapping):
+            check(names, wf.get("name"), f"workflows[{i}].name", "workflow name")
+    return out
+
+
+def validation_messages(exc: ValidationError, *, skip: tuple[str, ...] = ()) -> list[str]:
     msgs = []
     for err in exc.errors():
+        if err["type"] in skip:
+            continue
         msg = err["msg"].removeprefix("Value error, ")
+        if isinstance(err.get("input"), BoolNotNumber):
+            msg = f"Input should be a number, not the boolean {err['input']!r}"
         msgs.append(f"{format_loc(err['loc'])}: {msg}")
     return msgs
 
@@ -825,10 +934,13 @@ def parse_config(
     errors: list[str] = []
     data = _interpolate(data, env, errors, "")
     errors += _apply_env_overrides(data, env)
+    dups = duplicate_ids(data)
+    errors += dups
     try:
         cfg = PlantConfig.model_validate(data)
     except ValidationError as exc:
-        errors += validation_messages(exc)
+        # duplicates are reported above with their field paths, not as "(root)"
+        errors += validation_messages(exc, skip=("duplicate_id",) if dups else ())
         raise ConfigError(source, errors) from None
     if errors:
         raise ConfigError(source, errors)
@@ -836,17 +948,18 @@ def parse_config(
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> PlantConfig:
+    """Read, parse and validate a plant file. Every way a file can be bad — unreadable,
+    too large, not UTF-8, invalid or hostile YAML (alias bombs, deep nesting, duplicate
+    keys), wrong fields — is one ConfigError whose messages say where; none takes more
+    than a bounded time or memory."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as fh:
+            raw = fh.read(safeyaml.MAX_BYTES + 1)
     except OSError as exc:
-        raise ConfigError(str(p), [f"cannot read file: {exc.strerror}"]) from None
+        raise ConfigError(str(p), [f"cannot read file: {exc.strerror or exc}"]) from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(
-            str(p), [f"{where}invalid YAML: {getattr(exc, 'problem', exc)}"]
-        ) from None
+        data = safeyaml.load(raw)
+    except safeyaml.YamlError as exc:
+        raise ConfigError(str(p), [str(exc)]) from None
     return parse_config(data, str(p), env)

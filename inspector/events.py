@@ -14,6 +14,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from urllib.parse import quote
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -361,6 +362,16 @@ class EventError(Exception):
 
 def dumps(payload: BaseModel) -> bytes:
     return orjson.dumps(payload.model_dump(mode="json", exclude_none=True))
+
+
+def ce_source(stage: str, plant: str | None = None) -> str:
+    """The ``ce_source`` of a stage's events: ``inspector/<stage>[/<plant>]``.
+
+    CloudEvents requires a URI-reference; a plant name is free text (spaces, accents,
+    slashes), so it is percent-encoded as one path segment (RFC 3986 unreserved kept).
+    """
+    base = f"inspector/{stage}"
+    return base if plant is None else f"{base}/{quote(plant, safe='')}"
 
 
 def ce_headers(

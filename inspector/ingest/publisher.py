@@ -22,7 +22,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from inspector.bus.store import FrameStore, StoreUnavailable
 from inspector.config import PlantConfig
-from inspector.events import CameraStatusEvent, FrameMeta, encode, encode_frame
+from inspector.events import CameraStatusEvent, FrameMeta, ce_source, encode, encode_frame
 from inspector.ingest.privacy import PrivacyFilter, RedactionFailed
 from inspector.ingest.reader import CameraReader, CapturedFrame
 from inspector.ingest.state import STATES, Transition
@@ -98,7 +98,7 @@ class FramePublisher:
         self.run_id = run_id
         self.part_for = part_for
         self.topic = cfg.topics.frames
-        self.source = f"inspector/ingest/{cfg.plant}"
+        self.source = ce_source("ingest", cfg.plant)
         self.max_inflight = cfg.ingest.producer_buffer_frames
         self.inflight = 0
         self._lock = threading.Lock()
@@ -237,7 +237,7 @@ class StatusPublisher:
         self.producer = producer
         self.topic = cfg.topics.camera_status
         self.run_id = run_id
-        self.source = f"inspector/ingest/{cfg.plant}"
+        self.source = ce_source("ingest", cfg.plant)
         self.published: list[CameraStatusEvent] = []  # last few, for the CLI and tests
         self._lock = threading.Lock()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +55,11 @@ def test_valid_workflows_parse() -> None:
             mes(evidence_base_url="file:///x"),
             "workflows[0].evidence_base_url: must be an http:// or https:// URL",
         ),
-        (mes(secrets=["hunter2-hunter2-hunter2"]), "workflows[0].secrets: each secret must be a Standard Webhooks secret"),
-        (mes(secrets=["whsec_c2hvcnQta2V5"]), "workflows[0].secrets: each secret must be 'whsec_' + base64 of at least 16"),
-        (mes(secrets=["whsec_not*base64*at*all*"]), "workflows[0].secrets: each secret must be 'whsec_' + base64"),
+        (mes(secrets=["hunter2-hunter2-hunter2"]), "workflows[0].secrets[0]: must be a Standard Webhooks secret"),
+        (mes(secrets=["whsec_c2hvcnQta2V5"]), "workflows[0].secrets[0]: must be 'whsec_' + base64 of at least 24 random bytes (this one has 9)"),
+        # 23 bytes: below the 24 Standard Webhooks asks for (was accepted from 16)
+        (mes(secrets=[SECRET, "whsec_" + base64.b64encode(b"k" * 23).decode()]), "workflows[0].secrets[1]: must be 'whsec_' + base64 of at least 24 random bytes (this one has 23)"),
+        (mes(secrets=["whsec_not*base64*at*all*"]), "workflows[0].secrets[0]: must be 'whsec_' + base64 (the part after 'whsec_' is not base64)"),
         (mes(secrets=[]), "workflows[0].secrets: List should have at least 1 item"),
         (
             {"kind": "mes_ticket", "name": "mes", "url": "https://mes.local/t"},
@@ -102,4 +105,10 @@ def test_config_check_prints_field_paths(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["config", "check", str(path)])
     assert result.exit_code == 2
     assert "workflows[0].url: must be an http:// or https:// URL" in result.output
-    assert "workflows[0].secrets: each secret must be a Standard Webhooks secret" in result.output
+    assert "workflows[0].secrets[0]: must be a Standard Webhooks secret" in result.output
+
+
+def test_webhook_timeout_defaults_to_what_standard_webhooks_recommends() -> None:
+    ticket = parse_config(plant(mes()), "test", env={}).workflows[0]
+    assert isinstance(ticket, MesTicketWorkflow)
+    assert 15.0 <= ticket.timeout_s <= 30.0
