@@ -676,7 +676,24 @@ class ObserveSettings(Strict):
     dashboard_token: SecretStr | None = Field(
         None, title="Dashboard bearer token", description="Required to serve the dashboard."
     )
+    dashboard_tls_cert: str | None = Field(
+        None,
+        title="Dashboard TLS certificate (PEM path)",
+        description="With dashboard_tls_key, the dashboard serves HTTPS only and its "
+        "session cookie is Secure.",
+        min_length=1,
+        max_length=1000,
+    )
+    dashboard_tls_key: str | None = Field(
+        None, title="Dashboard TLS private key (PEM path)", min_length=1, max_length=1000
+    )
     log_format: Literal["auto", "json", "human"] = Field("auto", title="Log format")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ObserveSettings:
+        if (self.dashboard_tls_cert is None) != (self.dashboard_tls_key is None):
+            raise ValueError("dashboard_tls_cert and dashboard_tls_key go together")
+        return self
 
 
 class IngestSettings(Strict):

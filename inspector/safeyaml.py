@@ -47,6 +47,7 @@ class _Loader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._depth = 0
+        self._nodes = 0
 
     def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         self._depth += 1
@@ -54,6 +55,10 @@ class _Loader(yaml.SafeLoader):
             if self._depth > self.limits.max_depth:
                 mark = self.peek_event().start_mark
                 raise YamlError(f"{_where(mark)}nested deeper than {self.limits.max_depth} levels")
+            self._nodes += 1  # an alias counts once here; expanded_shape counts it fully
+            if self._nodes > self.limits.max_nodes:
+                mark = self.peek_event().start_mark
+                raise YamlError(f"{_where(mark)}more than {self.limits.max_nodes} nodes")
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1

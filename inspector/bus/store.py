@@ -9,6 +9,7 @@ unreachable Redis is a *fact about the system*, which pauses the consumer instea
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import redis
@@ -91,6 +92,20 @@ def _safe_url(url: str) -> str:
     return url
 
 
+# What a frame or verdict id may contain before it becomes part of a Redis key: ingest
+# builds frame ids as <camera>:<run>:<seq>, verdict ids are UUIDs.
+STORE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,255}$")
+
+
+def store_key(prefix: str, kind: str, ident: str) -> str:
+    """The one definition of an image or verdict key: ``<prefix>:<kind>:<id>``."""
+    return f"{prefix}:{kind}:{ident}"
+
+
+def valid_store_id(ident: str) -> bool:
+    return STORE_ID.fullmatch(ident) is not None
+
+
 class FrameStore:
     def __init__(
         self, client: redis.Redis, prefix: str, ttl_s: int, sealer: Sealer | None = None
@@ -109,7 +124,7 @@ class FrameStore:
         return self.sealer.open(key, blob)
 
     def key(self, frame_id: str, kind: str = "frame") -> str:
-        return f"{self.prefix}:{kind}:{frame_id}"
+        return store_key(self.prefix, kind, frame_id)
 
     def put(
         self, frame_id: str, data: bytes, *, kind: str = "frame", ttl_s: int | None = None

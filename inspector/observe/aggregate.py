@@ -94,6 +94,43 @@ class CameraView:
         }
 
 
+UNKNOWN_SOURCES = 64  # distinct (line, camera) pairs not in the config that are shown
+
+
+@dataclass
+class UnknownSources:
+    """Events from lines or cameras the plant config does not list (another plant sharing
+    the topics, a renamed camera, a forged record): counted and shown apart as "unknown
+    source", never as a plant line. Bounded: past UNKNOWN_SOURCES pairs only counted."""
+
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(VERDICTS, 0))
+    sources: OrderedDict[tuple[str, str], CameraView] = field(default_factory=OrderedDict)
+    events: int = 0
+    overflow: int = 0
+
+    def source(self, line_id: str, camera_id: str) -> CameraView | None:
+        self.events += 1
+        key = (line_id, camera_id)
+        cam = self.sources.get(key)
+        if cam is None:
+            if len(self.sources) >= UNKNOWN_SOURCES:
+                self.overflow += 1
+                return None
+            cam = self.sources[key] = CameraView(camera_id, line_id)
+        return cam
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        return {
+            "label": "unknown source",
+            "events": self.events,
+            "counts": dict(self.counts),
+            "sources": [
+                {**cam.to_json(now), "line_id": cam.line_id} for cam in self.sources.values()
+            ],
+            "not_listed": self.overflow,
+        }
+
+
 @dataclass
 class LineView:
     id: str
@@ -144,6 +181,9 @@ class PlantView:
         self.lock = threading.Lock()
         self.version = 0  # bumped on every change; the dashboard streams when it moves
         self.lines: dict[str, LineView] = {}
+        self.unknown = UnknownSources()
+        # the only (line, camera) pairs shown as plant lines: the configured ones
+        self._sources = {(ln.id, cam.id) for ln in cfg.lines for cam in ln.cameras}
         for ln in cfg.lines:
             lv = self.lines[ln.id] = LineView(ln.id, ln.name or ln.id)
             for cam in ln.cameras:
@@ -156,11 +196,8 @@ class PlantView:
         self._shown: dict[str, VerdictEvent] = {}  # gallery entries stay clickable
         self._recent_size = recent_verdicts
 
-    def line(self, line_id: str) -> LineView:
-        lv = self.lines.get(line_id)
-        if lv is None:  # an event for a line this config does not list: show, do not drop
-            lv = self.lines[line_id] = LineView(line_id, line_id)
-        return lv
+    def known(self, line_id: str, camera_id: str) -> bool:
+        return (line_id, camera_id) in self._sources
 
     # ------------------------------------------------------------------ feeding
 
@@ -187,7 +224,16 @@ class PlantView:
     def _verdict(self, v: VerdictEvent) -> bool:
         if not self._seen.add(f"verdict:{v.verdict_id}"):
             return False
-        lv = self.line(v.line_id)
+        self._remember(v)
+        if not self.known(v.line_id, v.camera_id):
+            self.unknown.counts[v.verdict] += 1
+            src = self.unknown.source(v.line_id, v.camera_id)
+            if src is not None:
+                src.counts[v.verdict] += 1
+                src.last_verdict_at = max(src.last_verdict_at or 0.0, v.timings.emitted_at)
+                src.recent.append(v.timings.emitted_at)
+            return True
+        lv = self.lines[v.line_id]
         cam = lv.camera(v.camera_id)
         lv.counts[v.verdict] += 1
         cam.counts[v.verdict] += 1
@@ -203,13 +249,22 @@ class PlantView:
             self._shown[v.verdict_id] = v
             for vid in [k for k in self._shown if k not in on_show]:
                 del self._shown[vid]
+        return True
+
+    def _remember(self, v: VerdictEvent) -> None:
         self._verdicts[v.verdict_id] = v
         if len(self._verdicts) > self._recent_size:
             self._verdicts.popitem(last=False)
-        return True
 
     def _camera_status(self, ev: CameraStatusEvent) -> bool:
-        cam = self.line(ev.line_id).camera(ev.camera_id)
+        found = (
+            self.lines[ev.line_id].camera(ev.camera_id)
+            if self.known(ev.line_id, ev.camera_id)
+            else self.unknown.source(ev.line_id, ev.camera_id)
+        )
+        if found is None:
+            return True
+        cam = found
         if cam.state_since is not None and ev.at < cam.state_since:
             return False  # an older transition arriving late (another partition)
         cam.state = ev.state
@@ -225,7 +280,10 @@ class PlantView:
     def _line_command(self, cmd: LineCommand) -> bool:
         if not self._seen.add(f"command:{cmd.command_id}"):
             return False
-        lv = self.line(cmd.line_id)
+        lv = self.lines.get(cmd.line_id)
+        if lv is None:  # a line this plant does not have: nothing of ours stopped
+            self.unknown.source(cmd.line_id, cmd.camera_id or "")
+            return True
         if cmd.command == "stop":
             lv.episodes[cmd.episode_id or cmd.command_id] = {
                 "episode_id": cmd.episode_id or cmd.command_id,
@@ -300,6 +358,7 @@ class PlantView:
                 "since": self.since,
                 "version": self.version,
                 "lines": lines,
+                "unknown_sources": self.unknown.to_json(now),
                 "actions": list(self.actions),
                 "events_seen": dict(self.events_seen),
             }

@@ -95,8 +95,14 @@ def tail(
 
     try:
         run_tail(
-            cfg, kind.value, filters, start_s=start, as_json=as_json,
-            max_events=max_events, timeout_s=timeout, on_ready=ready,
+            cfg,
+            kind.value,
+            filters,
+            start_s=start,
+            as_json=as_json,
+            max_events=max_events,
+            timeout_s=timeout,
+            on_ready=ready,
         )
     except FeedError as exc:
         raise fail(str(exc), 1) from None
@@ -116,6 +122,7 @@ def evidence(
     from inspector.bus.store import connect
     from inspector.observe.evidence import (
         EvidenceExpired,
+        EvidenceUnreadable,
         VerdictNotFound,
         evidence_jpeg,
         find_verdict,
@@ -126,10 +133,12 @@ def evidence(
     try:
         client = connect(cfg.redis)
         verdict = find_verdict(cfg, client, verdict_id)
-        jpeg = evidence_jpeg(client, verdict, annotated=not raw, sealer=store_sealer(cfg))
+        jpeg = evidence_jpeg(
+            client, verdict, cfg.redis.key_prefix, annotated=not raw, sealer=store_sealer(cfg)
+        )
     except VerdictNotFound as exc:
         raise fail(str(exc), 1) from None
-    except (EvidenceExpired, BlobError) as exc:
+    except (EvidenceExpired, EvidenceUnreadable, BlobError) as exc:
         raise fail(str(exc), 3) from None
     except KeyringError as exc:
         raise fail(str(exc), 2) from None
@@ -137,8 +146,9 @@ def evidence(
         raise fail(str(exc), 1) from None
     out.write_bytes(jpeg)
     classes = ", ".join(f"{f.cls} {f.score:.2f}" for f in verdict.findings) or "no findings"
-    typer.echo(f"{out}: {verdict.verdict} {verdict.line_id}/{verdict.camera_id} "
-               f"#{verdict.seq} — {classes}")
+    typer.echo(
+        f"{out}: {verdict.verdict} {verdict.line_id}/{verdict.camera_id} #{verdict.seq} — {classes}"
+    )
 
 
 def status(

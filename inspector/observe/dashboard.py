@@ -17,12 +17,14 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 import redis
@@ -39,12 +41,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from inspector.bus.crypto import BlobError, KeyringError, Sealer, store_sealer
 from inspector.bus.kafka import ServiceUnavailable
-from inspector.bus.store import connect
+from inspector.bus.store import connect, valid_store_id
 from inspector.config import PlantConfig
 from inspector.events import VerdictEvent
 from inspector.metrics import CONSUMER_LAG, DASHBOARD_CLIENTS, OBSERVE_SKIPPED, OBSERVED_EVENTS
 from inspector.observe.aggregate import PlantView
-from inspector.observe.evidence import EvidenceExpired, evidence_jpeg, lookup_index
+from inspector.observe.evidence import (
+    EvidenceExpired,
+    EvidenceUnreadable,
+    evidence_jpeg,
+    lookup_index,
+)
 from inspector.observe.feed import KINDS, FeedError, TopicReader, group_lag
 from inspector.observe.health import Heartbeat, Readiness
 
@@ -185,6 +192,32 @@ def _same(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
 
+def local_target(path: str, params: list[tuple[str, str]]) -> str:
+    """Where the token exchange redirects: only a path on this server. ``//host/``,
+    ``/\\host`` or anything with a scheme would make the Location leave the site."""
+    if (
+        not path.startswith("/")
+        or path[1:2] in ("/", "\\")
+        or any(c in path for c in "\\\r\n\t\x00")
+    ):
+        path = "/"
+    return path + (f"?{urlencode(params)}" if params else "")
+
+
+# The page loads its own script and stylesheet and talks to its own API, nothing else.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
 # --------------------------------------------------------------------------- app
 
 
@@ -223,6 +256,7 @@ def create_app(
 ) -> FastAPI:
     if not token:
         raise DashboardConfigError("observe.dashboard_token is empty")
+    tls = cfg.observe.dashboard_tls_cert is not None
     try:
         sealer = sealer or store_sealer(cfg)
     except KeyringError as exc:
@@ -241,7 +275,9 @@ def create_app(
     readiness = Readiness(checks, cache_s=0.5)
 
     app = FastAPI(
-        title=f"inspector dashboard — {cfg.plant}", docs_url=None, redoc_url=None,
+        title=f"inspector dashboard — {cfg.plant}",
+        docs_url=None,
+        redoc_url=None,
         openapi_url=None,
     )
     app.state.closing = closing
@@ -256,29 +292,47 @@ def create_app(
             return PlainTextResponse("read-only dashboard", status_code=405)
         header = request.headers.get("authorization", "")
         query = request.query_params.get("token")
-        ok = (
-            (header[:7].lower() == "bearer " and _same(header[7:].strip(), token))
-            or _same(request.cookies.get(COOKIE, ""), session)
+        ok = (header[:7].lower() == "bearer " and _same(header[7:].strip(), token)) or _same(
+            request.cookies.get(COOKIE, ""), session
         )
         if not ok and query is not None and _same(query, token):
             # exchange the token in the URL for a cookie, and drop it from the address bar
             params = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
-            qs = "&".join(f"{k}={v}" for k, v in params)
-            target = request.url.path + (f"?{qs}" if qs else "")
-            resp: Response = RedirectResponse(target, status_code=303)
+            resp: Response = RedirectResponse(
+                local_target(request.scope["path"], params), status_code=303
+            )
             resp.set_cookie(
-                COOKIE, session, httponly=True, samesite="strict",
-                secure=request.url.scheme == "https", path="/",
+                COOKIE,
+                session,
+                httponly=True,
+                samesite="strict",
+                secure=tls or request.url.scheme == "https",
+                path="/",
             )
             return resp
         if not ok:
             return JSONResponse(
-                {"error": "unauthorized: send 'Authorization: Bearer <token>' or open "
-                          "/?token=<observe.dashboard_token> once"},
+                {
+                    "error": "unauthorized: send 'Authorization: Bearer <token>' or open "
+                    "/?token=<observe.dashboard_token> once"
+                },
                 status_code=401,
                 headers={"WWW-Authenticate": 'Bearer realm="inspector"'},
             )
         return await call_next(request)
+
+    @app.middleware("http")
+    async def security_headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        resp = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            resp.headers.setdefault(name, value)
+        if tls or request.url.scheme == "https":
+            resp.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+        if request.url.path.startswith("/api/") or resp.status_code in (303, 401, 405):
+            resp.headers["Cache-Control"] = "no-store"
+        return resp
 
     # -------------------------------------------------------------- probes
 
@@ -303,10 +357,12 @@ def create_app(
     def index() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
 
+    shipped = {p.name: p for p in STATIC.iterdir() if p.is_file()}
+
     @app.get("/static/{name}")
     def static(name: str) -> Response:
-        path = (STATIC / name).resolve()
-        if path.parent != STATIC.resolve() or not path.is_file():
+        path = shipped.get(name)  # only what ships: no path is ever built from the URL
+        if path is None:
             return PlainTextResponse("not found", status_code=404)
         return FileResponse(path, headers={"Cache-Control": "no-cache"})
 
@@ -348,6 +404,8 @@ def create_app(
         )
 
     def find(verdict_id: str) -> VerdictEvent | None:
+        if not valid_store_id(verdict_id):
+            return None
         return view.verdict(verdict_id) or lookup_index(client, cfg.redis.key_prefix, verdict_id)
 
     @app.get("/api/verdicts/{verdict_id}")
@@ -357,7 +415,7 @@ def create_app(
         except ServiceUnavailable as exc:
             return JSONResponse({"error": str(exc)}, status_code=503)
         if v is None:
-            return JSONResponse({"error": f"unknown verdict {verdict_id}"}, status_code=404)
+            return JSONResponse({"error": f"unknown verdict {verdict_id[:80]!r}"}, status_code=404)
         return Response(
             orjson.dumps(v.model_dump(mode="json"), option=orjson.OPT_INDENT_2),
             media_type="application/json",
@@ -371,10 +429,14 @@ def create_app(
             try:
                 v = find(verdict_id)
                 if v is None:
-                    return PlainTextResponse(f"unknown verdict {verdict_id}", status_code=404)
-                cached = evidence_jpeg(client, v, sealer=sealer)
+                    return PlainTextResponse(
+                        f"unknown verdict {verdict_id[:80]!r}", status_code=404
+                    )
+                cached = evidence_jpeg(client, v, cfg.redis.key_prefix, sealer=sealer)
             except (EvidenceExpired, BlobError) as exc:
                 return PlainTextResponse(str(exc), status_code=410)
+            except EvidenceUnreadable as exc:
+                return PlainTextResponse(str(exc), status_code=422)
             except ServiceUnavailable as exc:
                 return PlainTextResponse(str(exc), status_code=503)
             cache.put(verdict_id, cached)
@@ -414,15 +476,30 @@ class Dashboard:
         self.client = connect(cfg.redis, check=False)
         self.heartbeat = Heartbeat(stale_after_s=30.0)
         self.view = PlantView(cfg, since=since)
-        self.feed = Feed(cfg, self.view, since=since, heartbeat=self.heartbeat,
-                         lag_every_s=lag_every_s)
+        self.feed = Feed(
+            cfg, self.view, since=since, heartbeat=self.heartbeat, lag_every_s=lag_every_s
+        )
         self.app = create_app(
-            cfg, self.view, self.client, token=token.get_secret_value(), feed=self.feed,
+            cfg,
+            self.view,
+            self.client,
+            token=token.get_secret_value(),
+            feed=self.feed,
             heartbeat=self.heartbeat,
         )
+        obs = cfg.observe
+        self.scheme = "https" if obs.dashboard_tls_cert else "http"
+        for what, path in (
+            ("dashboard_tls_cert", obs.dashboard_tls_cert),
+            ("dashboard_tls_key", obs.dashboard_tls_key),
+        ):
+            if path is not None and not os.access(path, os.R_OK):
+                raise DashboardConfigError(f"observe.{what}: cannot read {path}")
         self.server = uvicorn.Server(
             uvicorn.Config(
                 self.app,
+                ssl_certfile=obs.dashboard_tls_cert,
+                ssl_keyfile=obs.dashboard_tls_key,
                 host=host or cfg.observe.dashboard_host,
                 port=cfg.observe.dashboard_port if port is None else port,
                 log_level="warning",

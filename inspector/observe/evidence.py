@@ -16,7 +16,7 @@ import numpy as np
 import redis
 
 from inspector.bus.crypto import Sealer
-from inspector.bus.store import StoreUnavailable
+from inspector.bus.store import StoreUnavailable, store_key, valid_store_id
 from inspector.config import PlantConfig
 from inspector.events import EventError, VerdictEvent, dumps, parse_json
 from inspector.observe.feed import TopicReader
@@ -30,12 +30,16 @@ class EvidenceExpired(Exception):
     """The verdict is known but its frame is gone from Redis (TTL passed)."""
 
 
+class EvidenceUnreadable(Exception):
+    """What is stored for a verdict is not a usable JPEG (or its frame id is invalid)."""
+
+
 class VerdictNotFound(Exception):
     """No verdict with this id in the index or on the topic."""
 
 
 def verdict_index_key(key_prefix: str, verdict_id: str) -> str:
-    return f"{key_prefix}:verdict:{verdict_id}"
+    return store_key(key_prefix, "verdict", verdict_id)
 
 
 def index_verdict(client: redis.Redis, key_prefix: str, verdict: VerdictEvent, ttl_s: int) -> str:
@@ -49,6 +53,8 @@ def index_verdict(client: redis.Redis, key_prefix: str, verdict: VerdictEvent, t
 
 
 def lookup_index(client: redis.Redis, key_prefix: str, verdict_id: str) -> VerdictEvent | None:
+    if not valid_store_id(verdict_id):
+        return None  # no such verdict: ids are UUIDs, never anything that reaches Redis
     try:
         raw = client.get(verdict_index_key(key_prefix, verdict_id))
     except redis.RedisError as exc:
@@ -99,7 +105,9 @@ def annotate(jpeg: bytes, verdict: VerdictEvent, quality: int = 90) -> bytes:
     """
     img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
     if img is None:
-        raise ValueError("evidence is not a decodable image")
+        raise EvidenceUnreadable(
+            f"the evidence of verdict {verdict.verdict_id} is not a decodable image"
+        )
     line_w = max(2, img.shape[1] // 400)
     judged = {(f.cls, f.box.x1, f.box.y1) for f in verdict.findings if f.box}
     for d in verdict.detections:
@@ -126,38 +134,60 @@ def annotate(jpeg: bytes, verdict: VerdictEvent, quality: int = 90) -> bytes:
     return bytes(out)
 
 
+def evidence_keys(key_prefix: str, frame_id: str) -> tuple[str, list[str]]:
+    """(annotated key, frame keys to try) of a frame, built from its id inside our own
+    prefix: the keys a verdict event names are never read (an event could name any key
+    in the Redis, e.g. another application's). Frame keys: the kept claim-check
+    (claim_check transport), then the evidence copy (inline transport)."""
+    if not valid_store_id(frame_id):
+        raise EvidenceUnreadable(f"frame id {frame_id[:80]!r} is not a valid frame id")
+    return store_key(key_prefix, "annotated", frame_id), [
+        store_key(key_prefix, "frame", frame_id),
+        store_key(key_prefix, "evidence", frame_id),
+    ]
+
+
+def _is_jpeg(data: bytes) -> bool:
+    return data[:3] == b"\xff\xd8\xff"
+
+
 def evidence_jpeg(
     client: redis.Redis,
     verdict: VerdictEvent,
+    key_prefix: str,
     *,
     annotated: bool = True,
     sealer: Sealer | None = None,
 ) -> bytes:
     """The evidence JPEG with boxes: the worker's annotated copy when it kept one, else the
     frame annotated here. Raises EvidenceExpired when the frame is gone, crypto.BlobError
-    when it is encrypted with a key not configured (retired) or does not authenticate."""
+    when it is encrypted with a key not configured (retired) or does not authenticate,
+    EvidenceUnreadable when what is stored is not a JPEG."""
     sealer = sealer or Sealer(None)
-    if annotated and verdict.annotated_key:
-        try:
-            data = client.get(verdict.annotated_key)
-        except redis.RedisError as exc:
-            raise StoreUnavailable(f"Redis read failed: {exc}") from None
-        if isinstance(data, bytes):
-            return sealer.open(verdict.annotated_key, data)
-    if not verdict.evidence_key:
+    if not (verdict.evidence_key or verdict.annotated_key):
         raise EvidenceExpired(
             f"verdict {verdict.verdict_id} ({verdict.verdict}) has no evidence frame: "
             "only FAIL verdicts keep one"
         )
+    annotated_key, frame_keys = evidence_keys(key_prefix, verdict.frame_id)
+    keys = ([annotated_key] if annotated else []) + frame_keys
     try:
-        raw = client.get(verdict.evidence_key)
+        values = client.mget(keys)
     except redis.RedisError as exc:
         raise StoreUnavailable(f"Redis read failed: {exc}") from None
-    if not isinstance(raw, bytes):
+    found = [(k, v) for k, v in zip(keys, values, strict=True) if isinstance(v, bytes)]
+    if not found:
         age_h = (time.time() - verdict.timings.captured_at) / 3600
         raise EvidenceExpired(
             f"evidence expired: the frame of verdict {verdict.verdict_id} "
-            f"(captured {age_h:.1f} h ago) is no longer in Redis ({verdict.evidence_key})"
+            f"(captured {age_h:.1f} h ago) is no longer in Redis ({frame_keys[0]})"
         )
-    raw = sealer.open(verdict.evidence_key, raw)
-    return annotate(raw, verdict) if annotated else raw
+    key, blob = found[0]
+    data = sealer.open(key, blob)
+    if not _is_jpeg(data):
+        raise EvidenceUnreadable(
+            f"the evidence of verdict {verdict.verdict_id} in Redis ({key}) is not a JPEG"
+        )
+    if key == annotated_key or not annotated:
+        return data
+    return annotate(data, verdict)

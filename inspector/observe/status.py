@@ -90,6 +90,34 @@ STATE_STYLE = {
 }
 
 
+def render_unknown(unknown: dict[str, Any], console: Console, now: float) -> None:
+    """Events from lines/cameras this config does not list: apart, never as plant lines."""
+    if not unknown.get("events"):
+        return
+    c = unknown["counts"]
+    t = Table(
+        title=f"Unknown source (not in this config): {unknown['events']} events, "
+        f"PASS {c['PASS']} FAIL {c['FAIL']} FAULT {c['FAULT']}",
+        title_justify="left",
+    )
+    for col in ("line", "camera", "state", "PASS", "FAIL", "FAULT", "last"):
+        t.add_column(col, no_wrap=True)
+    for src in unknown["sources"]:
+        sc = src["counts"]
+        t.add_row(
+            src["line_id"],
+            src["id"] or "—",
+            src["state"],
+            str(sc["PASS"]),
+            str(sc["FAIL"]),
+            str(sc["FAULT"]),
+            _ago(src["last_verdict_at"], now),
+        )
+    if unknown.get("not_listed"):
+        t.caption = f"{unknown['not_listed']} more events from sources not listed"
+    console.print(t)
+
+
 def render_status(snap: dict[str, Any], console: Console) -> None:
     now = time.time()
     since = time.strftime("%Y-%m-%d %H:%M", time.localtime(snap["since"]))
@@ -145,6 +173,7 @@ def render_status(snap: dict[str, Any], console: Console) -> None:
                 _ago(cam["last_verdict_at"], now),
             )
     console.print(cams)
+    render_unknown(snap.get("unknown_sources") or {}, console, now)
     lag = snap["lag"]
     if lag["error"]:
         console.print(f"lag of {lag['group']} on {lag['topic']}: unknown ({lag['error']})")

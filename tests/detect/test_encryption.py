@@ -75,17 +75,17 @@ def test_sealed_frames_are_judged_and_evidence_stays_sealed_across_rotation(
 
     v = fails[0]
     img = cv2.imdecode(
-        np.frombuffer(evidence_jpeg(client, v, sealer=store_sealer(cfg)), np.uint8), 1
+        np.frombuffer(evidence_jpeg(client, v, cfg.redis.key_prefix, sealer=store_sealer(cfg)), np.uint8), 1
     )
     assert img is not None and img.shape[:2] == (360, 640)
     with pytest.raises(UnknownKey):  # a reader without the keys gets an error, not bytes
-        evidence_jpeg(client, v, sealer=Sealer(None))
+        evidence_jpeg(client, v, cfg.redis.key_prefix, sealer=Sealer(None))
 
     # rotate: k2 first writes, k1 still reads what it sealed
     keys.write_text(f"k2:{k2}\nk1:{k1}\n")
     rotated = store_sealer(cfg)
     for v in fails:
-        assert evidence_jpeg(client, v, annotated=False, sealer=rotated)[:3] == b"\xff\xd8\xff"
+        assert evidence_jpeg(client, v, cfg.redis.key_prefix, annotated=False, sealer=rotated)[:3] == b"\xff\xd8\xff"
     key = FrameStore(client, cfg.redis.key_prefix, 60, rotated).put("cam-1:rot:1", b"\xff\xd8\xff")
     raw = client.get(key)
     assert isinstance(raw, bytes) and raw[6:8] == b"k2" and is_sealed(raw)

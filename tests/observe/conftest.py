@@ -65,9 +65,15 @@ def verdict(
     evidence_key: str | None = None,
     at: float | None = None,
     latency_s: float = 0.12,
+    run: str | None = None,
+    annotated_key: str | None = None,
+    frame_id: str | None = None,
 ) -> VerdictEvent:
+    """A verdict as a worker emits it. Evidence is read from the keys derived from the
+    frame id (``<prefix>:frame|evidence:<camera>:<run>:<seq>``), so a test that stores
+    evidence passes the ``run`` it stored it under."""
     at = time.time() if at is None else at
-    frame_id = f"{camera}:{uuid.uuid4().hex[:6]}:{seq}"
+    frame_id = frame_id or f"{camera}:{run or uuid.uuid4().hex[:6]}:{seq}"
     findings = []
     detections = [Detection(cls="part", score=0.97, box=Box(x1=150, y1=80, x2=480, y2=280))]
     if cls is not None:
@@ -88,6 +94,7 @@ def verdict(
         timings=Timings(captured_at=at - latency_s, ingested_at=at - latency_s + 0.01,
                         emitted_at=at),
         evidence_key=evidence_key,
+        annotated_key=annotated_key,
     )
 
 

@@ -61,9 +61,9 @@ def test_dashboard_live_in_a_browser(
                 # more verdicts arrive: the counters move without a reload
                 fails = []
                 for seq, cls in ((10, "scratch"), (11, "dent")):
-                    key = store.put(f"cam-1:r:{seq}", part_jpeg(), kind="evidence")
+                    key = store.put(f"cam-2:r:{seq}", part_jpeg(), kind="evidence")
                     fails.append(verdict("line-1", "cam-2", seq, "FAIL", cls=cls,
-                                         evidence_key=key))
+                                         evidence_key=key, run="r"))
                 publish(cfg, cfg.topics.verdicts, [*fails, verdict("line-1", "cam-1", 12),
                                                    verdict("line-2", "cam-3", 13, "FAULT")])
                 publish(cfg, cfg.topics.line_commands, [LineCommand(

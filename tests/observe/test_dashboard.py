@@ -96,7 +96,7 @@ def test_counts_evidence_and_metrics_move_with_the_events(dash: Dashboard) -> No
     before = metric(dash, "inspector_dashboard_events_total", kind="verdicts")
     store = FrameStore(connect(cfg.redis), cfg.redis.key_prefix, 600)
     key = store.put("cam-1:r:1", part_jpeg(), kind="evidence")
-    fail = verdict("line-1", "cam-1", 1, "FAIL", cls="scratch", evidence_key=key)
+    fail = verdict("line-1", "cam-1", 1, "FAIL", cls="scratch", evidence_key=key, run="r")
     expired = verdict("line-1", "cam-2", 2, "FAIL", cls="dent",
                       evidence_key=f"{cfg.redis.key_prefix}:frame:gone")
     publish(cfg, cfg.topics.verdicts, [verdict(seq=0), fail, expired, verdict(seq=3), fail])

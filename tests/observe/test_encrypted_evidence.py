@@ -47,19 +47,21 @@ def test_encrypted_evidence_served_retired_and_tampered_are_410(
         kind="FAIL",
         cls="scratch",
         seq=1,
+        run="r",
         evidence_key=current.put("cam-1:r:1", part_jpeg(), kind="evidence"),
     )
     old_v = verdict(
         kind="FAIL",
         cls="scratch",
         seq=2,
+        run="r",
         evidence_key=retired.put("cam-1:r:2", part_jpeg(), kind="evidence"),
     )
     bad_key = current.put("cam-1:r:3", part_jpeg(), kind="evidence")
     blob = client.get(bad_key)
     assert isinstance(blob, bytes)
     client.set(bad_key, blob[:-1] + bytes([blob[-1] ^ 1]))
-    bad_v = verdict(kind="FAIL", cls="scratch", seq=3, evidence_key=bad_key)
+    bad_v = verdict(kind="FAIL", cls="scratch", seq=3, evidence_key=bad_key, run="r")
     for v in (ok_v, old_v, bad_v):
         index_verdict(client, cfg.redis.key_prefix, v, ttl_s=600)
 

@@ -30,7 +30,7 @@ def test_evidence_written_with_the_finding_boxed(two_lines: PlantConfig, tmp_pat
     cfg = two_lines
     store = FrameStore(connect(cfg.redis), cfg.redis.key_prefix, 600)
     key = store.put("cam-1:r:5", part_jpeg(), kind="evidence")
-    v = verdict("line-1", "cam-1", 5, "FAIL", cls="scratch", evidence_key=key)
+    v = verdict("line-1", "cam-1", 5, "FAIL", cls="scratch", evidence_key=key, run="r")
     publish(cfg, cfg.topics.verdicts, [verdict(seq=1), v, verdict(seq=9)])
     out = tmp_path / "ev.jpg"
 
@@ -53,7 +53,7 @@ def test_evidence_found_through_the_redis_index(two_lines: PlantConfig, tmp_path
     cfg = two_lines
     client = connect(cfg.redis)
     key = FrameStore(client, cfg.redis.key_prefix, 600).put("cam-3:r:2", part_jpeg())
-    v = verdict("line-2", "cam-3", 2, "FAIL", cls="dent", evidence_key=key)
+    v = verdict("line-2", "cam-3", 2, "FAIL", cls="dent", evidence_key=key, run="r")
     index_verdict(client, cfg.redis.key_prefix, v, ttl_s=600)  # not on the topic at all
     out = tmp_path / "ev.jpg"
     result = runner.invoke(app, ["evidence", v.verdict_id, "-o", str(out), "--raw",
@@ -64,7 +64,7 @@ def test_evidence_found_through_the_redis_index(two_lines: PlantConfig, tmp_path
 
 def test_expired_and_unknown_evidence_are_clear_errors(two_lines: PlantConfig, tmp_path: Path) -> None:
     cfg = two_lines
-    gone = verdict("line-1", "cam-2", 3, "FAIL", cls="crack",
+    gone = verdict("line-1", "cam-2", 3, "FAIL", cls="crack", run="r",
                    evidence_key=f"{cfg.redis.key_prefix}:frame:cam-2:r:3")
     publish(cfg, cfg.topics.verdicts, [gone])
     path = write_config(cfg, tmp_path)

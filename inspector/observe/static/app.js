@@ -126,6 +126,23 @@ function renderActions(actions) {
   }));
 }
 
+function renderUnknown(unknown, now) {
+  // events from lines/cameras not in the config: shown apart, never as a plant line
+  const panel = $("#unknown");
+  panel.hidden = !unknown || !unknown.events;
+  if (panel.hidden) return;
+  const c = unknown.counts;
+  setText($("#unknown-summary"), `${unknown.events} events · PASS ${c.PASS} · FAIL ${c.FAIL} · ` +
+    `FAULT ${c.FAULT}` + (unknown.not_listed ? ` · ${unknown.not_listed} from sources not listed` : ""));
+  $("#unknown-sources tbody").replaceChildren(...unknown.sources.map((s) => {
+    const tr = el("tr", { "data-line": s.line_id, "data-camera": s.id });
+    tr.append(el("td", {}, s.line_id), el("td", {}, s.id || "—"), el("td", {}, s.state),
+      el("td", {}, String(s.counts.PASS)), el("td", {}, String(s.counts.FAIL)),
+      el("td", {}, String(s.counts.FAULT)), el("td", {}, ago(s.last_verdict_at, now)));
+    return tr;
+  }));
+}
+
 function render(snap) {
   const now = snap.generated_at;
   setText($("#plant"), snap.plant);
@@ -134,6 +151,7 @@ function render(snap) {
   setText($("#lag"), lag.total == null ? "" : `detect lag: ${lag.total} frames`);
   if (snap.kafka_ok === false) status("broker unreachable", "conn-down");
   for (const line of snap.lines) renderLine(line, now);
+  renderUnknown(snap.unknown_sources, now);
   renderActions(snap.actions);
   document.body.dataset.version = String(snap.version);
 }
