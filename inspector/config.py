@@ -883,6 +883,35 @@ def _apply_env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> list[s
     return errors
 
 
+SECRET_ENV_PREFIX = "INSPECTOR_SECRET_"
+
+
+def secret_env_name(path: Sequence[int | str]) -> str:
+    return SECRET_ENV_PREFIX + "_".join(str(p).upper() for p in path)
+
+
+def dump_config(cfg: PlantConfig) -> tuple[dict[str, Any], dict[str, str]]:
+    """The effective config as plain data that ``parse_config`` reads back to an equal
+    config, with every secret replaced by a ``${INSPECTOR_SECRET_<PATH>}`` reference;
+    and the secrets, by those names (to be kept apart, e.g. in a 0600 env file). A
+    resolved value that itself contains ``${`` would be interpolated again on reading."""
+    secrets: dict[str, str] = {}
+
+    def walk(value: Any, path: tuple[int | str, ...]) -> Any:
+        if isinstance(value, SecretStr):
+            name = secret_env_name(path)
+            secrets[name] = value.get_secret_value()
+            return "${" + name + "}"
+        if isinstance(value, dict):
+            return {k: walk(v, (*path, k)) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [walk(v, (*path, i)) for i, v in enumerate(value)]
+        return value
+
+    data = walk(cfg.model_dump(mode="python"), ())
+    return data, secrets
+
+
 def format_loc(loc: Sequence[int | str]) -> str:
     out = ""
     for part in loc:

@@ -72,6 +72,48 @@ class Child:
         return p.returncode
 
 
+def _private_file(path: Path, text: str) -> None:
+    """Written readable by the owner only, from the first byte."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    path.chmod(0o600)
+
+
+def write_effective_config(cfg: PlantConfig, out_dir: Path) -> list[str]:
+    """The demo's plant as a config file other commands can use while it runs.
+
+    ``<out>/plant.yaml``: every address and port the demo picked, secrets only as
+    ``${INSPECTOR_SECRET_…}`` references; ``<out>/demo.env``: those secrets (this run's
+    throwaway webhook secret and dashboard token), 0600, to be sourced, so they reach
+    neither the terminal nor a command line. Returns the ready-to-paste commands."""
+    import shlex
+
+    import yaml
+
+    from inspector.config import dump_config
+
+    data, secrets = dump_config(cfg)
+    plant = out_dir / "plant.yaml"
+    env_file = out_dir / "demo.env"
+    header = (
+        "# The plant `inspector demo` is running (addresses of this run); secrets come\n"
+        f"# from the environment: `. {env_file}` first.\n"
+    )
+    _private_file(plant, header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    _private_file(
+        env_file,
+        "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(secrets.items())),
+    )
+    c = f"--config {shlex.quote(str(plant))}"
+    return [
+        f". {shlex.quote(str(env_file))}",
+        f"inspector status {c}",
+        f"inspector tail verdicts {c}",
+        f"inspector evidence <verdict-id> -o evidence.jpg {c}",
+    ]
+
+
 def http_get(url: str, timeout_s: float = 2.0, headers: dict[str, str] | None = None) -> bytes:
     req = urllib.request.Request(url, headers=headers or {})
     with urllib.request.urlopen(req, timeout=timeout_s) as resp:
@@ -193,6 +235,13 @@ class Collector:
             self.thread.join(10)
 
 
+def camera_fps(cam: dict[str, Any]) -> float:
+    """The rate a camera's frames are judged at. The snapshot has no "fps" key (reading
+    it showed 0.0 for every camera); ingest's own measured rate only travels with state
+    transitions, taken before the first frame, so the verdict rate is what is live."""
+    return float(cam.get("judged_fps") or 0.0)
+
+
 def live_table(snapshot: dict[str, Any], extra: dict[str, Any]) -> Any:
     from rich.table import Table
 
@@ -240,7 +289,7 @@ def live_table(snapshot: dict[str, Any], extra: dict[str, Any]) -> Any:
                 "",
                 cam["id"],
                 str(cam.get("state", "?")),
-                f"{cam.get('fps', 0):.1f}",
+                f"{camera_fps(cam):.1f}",
                 str(cam.get("counts", {}).get("PASS", "")),
                 str(cam.get("counts", {}).get("FAIL", "")),
                 str(cam.get("counts", {}).get("FAULT", "")),
@@ -355,6 +404,7 @@ def run_demo(
         for cid in cams:
             env[f"INSPECTOR_DEMO_RTSP_{cid.upper().replace('-', '_')}"] = fleet.url(cid)
         cfg = load_config(config, env=env)
+        observe_cmds = write_effective_config(cfg, out_dir)
         ensure_topics(cfg.kafka, cfg.topics)
         collector = Collector(cfg).start()
 
@@ -393,6 +443,9 @@ def run_demo(
         replay_fleet_triggers(cfg, fleet, stop)
         dash_url = f"http://127.0.0.1:{ports['dashboard']}/?token={token}"
         echo(f"running. dashboard: {dash_url}")
+        echo("observe it from another terminal (same directory) while it runs:")
+        for cmd in observe_cmds:
+            echo(f"  {cmd}")
         t_start = time.time()
         rss: dict[str, dict[str, float | None]] = {}
 
@@ -515,6 +568,22 @@ def _drain(collector: Collector, timeout_s: float) -> None:
         time.sleep(0.2)
 
 
+def verdict_counts(
+    verdicts: list[VerdictEvent], cameras: set[str]
+) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    """PASS/FAIL/FAULT of the demo's own cameras, and apart, per camera, verdicts from
+    cameras the demo does not run (another producer on the same topics)."""
+    counts = {"PASS": 0, "FAIL": 0, "FAULT": 0}
+    unconfigured: dict[str, dict[str, int]] = {}
+    for v in verdicts:
+        if v.camera_id in cameras:
+            counts[v.verdict] += 1
+        else:
+            per = unconfigured.setdefault(v.camera_id, {"PASS": 0, "FAIL": 0, "FAULT": 0})
+            per[v.verdict] += 1
+    return counts, unconfigured
+
+
 def scorecard(
     cfg: PlantConfig,
     fleet: Any,
@@ -532,7 +601,10 @@ def scorecard(
     store = FrameStore(
         connect(cfg.redis), cfg.redis.key_prefix, cfg.frames.claim_ttl_s, store_sealer(cfg)
     )
-    verdicts = list(collector.verdicts.values())
+    every = list(collector.verdicts.values())
+    counts, unconfigured = verdict_counts(every, set(fleet.camera_ids))
+    # only the demo's own cameras are scored (and only their evidence keys read)
+    verdicts = [v for v in every if v.camera_id in set(fleet.camera_ids)]
     judged: list[JudgedFrame] = []
     keys = [v.evidence_key or "" for v in verdicts]
     blobs = store.get_many(keys) if keys else []
@@ -564,9 +636,6 @@ def scorecard(
     clips = {cid: fleet.clip_truth(cid) for cid in fleet.camera_ids}
     agg = cfg.lines[0].rules.part_aggregation
     quality = score(judged, clips, k=agg.k if agg.mode == "k_of_n" else 1)
-    counts = {"PASS": 0, "FAIL": 0, "FAULT": 0}
-    for v in verdicts:
-        counts[v.verdict] += 1
     lat = [v.timings.emitted_at - v.timings.captured_at for v in verdicts]
     actions: dict[str, dict[str, int]] = {}
     for (wf, outcome), n in collector.view.action_counts.items():
@@ -578,6 +647,7 @@ def scorecard(
         "frames_dropped": int(ingest_metrics.get("inspector_frames_dropped_total", 0)),
         "frames_verdicted": len(verdicts),
         "verdicts": counts,
+        "verdicts_unconfigured_cameras": unconfigured,
         "quality": quality.as_dict(),
         "capture_to_verdict_s": percentiles(lat),
         "capture_to_publish_s": percentiles(
@@ -614,6 +684,11 @@ def print_scorecard(card: dict[str, Any], echo: Any = print) -> None:
     )
     v = card["verdicts"]
     echo(f"verdicts            PASS {v['PASS']}  FAIL {v['FAIL']}  FAULT {v['FAULT']}")
+    for cam, n in sorted(card.get("verdicts_unconfigured_cameras", {}).items()):
+        echo(
+            f"unconfigured camera {cam}: PASS {n['PASS']}  FAIL {n['FAIL']}  FAULT {n['FAULT']}"
+            " (not scored)"
+        )
     echo(
         f"per-frame quality   recall {pct(pf['recall'])} ({pf['caught']}/{pf['defective']}), "
         f"false-reject {pct(pf['false_reject_rate'])} ({pf['false_rejects']}/{pf['clean']})"

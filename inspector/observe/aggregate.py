@@ -31,6 +31,7 @@ from inspector.observe.feed import Record
 VERDICTS = ("PASS", "FAIL", "FAULT")
 SEVERITY_RANK = {"minor": 1, "major": 2, "critical": 3}
 RATE_WINDOW_S = 30.0
+MIN_RATE_SPAN_S = 2.0
 
 
 def yield_pct(counts: dict[str, int]) -> float | None:
@@ -69,12 +70,20 @@ class CameraView:
     stalls: int = 0
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(VERDICTS, 0))
     last_verdict_at: float | None = None
+    first_verdict_at: float | None = None
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=2000))
 
     def judged_fps(self, now: float) -> float:
-        """Verdicts per second over the last RATE_WINDOW_S (what the pipeline keeps up with)."""
+        """Verdicts per second over the last RATE_WINDOW_S (what the pipeline keeps up with).
+
+        A camera seen for less than the window is rated over the time it has been seen
+        (at least MIN_RATE_SPAN_S), so a fresh camera does not read as a fraction of its
+        real rate for the first half minute."""
         n = sum(1 for t in self.recent if now - t <= RATE_WINDOW_S)
-        return round(n / RATE_WINDOW_S, 2)
+        if n == 0 or self.first_verdict_at is None:
+            return 0.0
+        span = min(RATE_WINDOW_S, max(MIN_RATE_SPAN_S, now - self.first_verdict_at))
+        return round(n / span, 2)
 
     def to_json(self, now: float) -> dict[str, Any]:
         return {
@@ -230,8 +239,10 @@ class PlantView:
             src = self.unknown.source(v.line_id, v.camera_id)
             if src is not None:
                 src.counts[v.verdict] += 1
-                src.last_verdict_at = max(src.last_verdict_at or 0.0, v.timings.emitted_at)
-                src.recent.append(v.timings.emitted_at)
+                at = v.timings.emitted_at
+                src.last_verdict_at = max(src.last_verdict_at or 0.0, at)
+                src.first_verdict_at = min(src.first_verdict_at or at, at)
+                src.recent.append(at)
             return True
         lv = self.lines[v.line_id]
         cam = lv.camera(v.camera_id)
@@ -239,6 +250,7 @@ class PlantView:
         cam.counts[v.verdict] += 1
         at = v.timings.emitted_at
         cam.last_verdict_at = max(cam.last_verdict_at or 0.0, at)
+        cam.first_verdict_at = min(cam.first_verdict_at or at, at)
         cam.recent.append(at)
         lv.latencies.append((at, max(0.0, at - v.timings.captured_at)))
         if v.verdict == "FAIL":

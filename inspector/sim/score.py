@@ -64,6 +64,7 @@ class Score:
     parts: Rates = field(default_factory=Rates)
     faults: int = 0
     unreadable: int = 0
+    unknown_camera: int = 0
     missed_parts: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -72,6 +73,7 @@ class Score:
             "per_part": self.parts.as_dict(),
             "fault_frames": self.faults,
             "frames_without_readable_code": self.unreadable,
+            "frames_from_cameras_without_truth": self.unknown_camera,
         }
 
 
@@ -102,7 +104,10 @@ def score(frames: Iterable[JudgedFrame], clips: dict[str, ClipTruth], k: int = 1
     for f in frames:
         by_camera.setdefault(f.camera_id, []).append(f)
     for cam, fs in by_camera.items():
-        clip = clips[cam]
+        clip = clips.get(cam)
+        if clip is None:  # a camera the simulator does not run: nothing to score against
+            out.unknown_camera += len(fs)
+            continue
         fs.sort(key=lambda f: f.captured_at)
         loop, last_index = 0, -1
         for f in fs:

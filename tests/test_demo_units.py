@@ -1,0 +1,113 @@
+"""The demo's own logic without running the plant: scorecard counting, the live view's
+fps, and the effective config it writes for `inspector status/tail/evidence`."""
+
+from __future__ import annotations
+
+import io
+import os
+import shlex
+import stat
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from inspector.cli import app
+from inspector.config import PlantConfig, load_config
+from inspector.demo import (
+    DEFAULT_CONFIG,
+    camera_fps,
+    live_table,
+    print_scorecard,
+    verdict_counts,
+    write_effective_config,
+)
+from inspector.observe.aggregate import PlantView
+from inspector.sim.score import JudgedFrame, score
+from tests.observe.conftest import verdict
+
+SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo="  # 26 bytes
+TOKEN = "demo-token-7f3a9c"
+
+
+def demo_config() -> PlantConfig:
+    return load_config(
+        DEFAULT_CONFIG,
+        env={"INSPECTOR_DEMO_MES_SECRET": SECRET, "INSPECTOR_DEMO_TOKEN": TOKEN,
+             "INSPECTOR_DEMO_KAFKA": "127.0.0.1:39092",
+             "INSPECTOR_DEMO_REDIS": "redis://127.0.0.1:36379/0"},
+    )
+
+
+def test_a_verdict_from_an_unconfigured_camera_is_counted_apart() -> None:
+    ours = [verdict("line-a", "a-cam-1", 1), verdict("line-a", "a-cam-1", 2, "FAIL", cls="dent")]
+    stray = verdict("line-z", "z-cam-9", 3, "FAULT")
+    counts, unconfigured = verdict_counts([*ours, stray], {"a-cam-1", "a-cam-2"})
+    assert counts == {"PASS": 1, "FAIL": 1, "FAULT": 0}
+    assert unconfigured == {"z-cam-9": {"PASS": 0, "FAIL": 0, "FAULT": 1}}
+    # the scorer had no ground truth for it: it raised KeyError and lost the scorecard
+    s = score([JudgedFrame("z-cam-9", 5, 1.0, "FAIL")], clips={})
+    assert s.unknown_camera == 1 and s.as_dict()["frames_from_cameras_without_truth"] == 1
+
+    rates = {"defective": 0, "clean": 0, "caught": 0, "false_rejects": 0,
+             "recall": None, "false_reject_rate": None}
+    card = {
+        "duration_s": 1.0, "cameras": 4, "frames_captured": 3, "frames_verdicted": 2,
+        "frames_dropped": 0, "verdicts": counts, "verdicts_unconfigured_cameras": unconfigured,
+        "quality": {"per_frame": rates, "per_part": rates},
+        "capture_to_verdict_s": {"p50": None, "p95": None, "p99": None},
+        "actions": {}, "mes": {}, "path": "x.json",
+    }
+    lines: list[str] = []
+    print_scorecard(card, lines.append)
+    assert "unconfigured camera z-cam-9: PASS 0  FAIL 0  FAULT 1 (not scored)" in lines
+
+
+def test_live_view_shows_the_rate_cameras_are_judged_at(tmp_path: Path) -> None:
+    cfg = demo_config()
+    view = PlantView(cfg, since=None)
+    now = time.time()
+    for i in range(30):  # 3 fps for the last 10 s, a camera that just came up
+        view.apply_event("verdicts", verdict("line-a", "a-cam-1", i, at=now - 10 + i / 3))
+    snap = view.snapshot(now=now)
+    cam = next(c for ln in snap["lines"] for c in ln["cameras"] if c["id"] == "a-cam-1")
+    idle = next(c for ln in snap["lines"] for c in ln["cameras"] if c["id"] == "a-cam-2")
+    assert 2.8 <= camera_fps(cam) <= 3.1, cam
+    assert camera_fps(idle) == 0.0
+    out = io.StringIO()
+    Console(file=out, width=200).print(live_table(snap, {
+        "elapsed": 10, "duration": "60s", "dashboard": "http://x", "actions": {},
+        "tickets": 0, "verified": 0}))
+    row = next(line for line in out.getvalue().splitlines() if "a-cam-1" in line)
+    assert f"{camera_fps(cam):.1f}" in row and " 0.0 " not in row, row
+
+
+def test_effective_config_for_observing_the_demo(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = demo_config()
+    cmds = write_effective_config(cfg, tmp_path)
+    plant, env_file = tmp_path / "plant.yaml", tmp_path / "demo.env"
+    for p in (plant, env_file):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
+    text = plant.read_text()
+    assert SECRET not in text and TOKEN not in text  # secrets only by reference
+    assert "127.0.0.1:39092" in text and "redis://127.0.0.1:36379/0" in text
+    env = {}
+    for line in env_file.read_text().splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        env[name] = shlex.split(value)[0]
+    assert sorted(env.values()) == sorted([SECRET, TOKEN])
+    assert load_config(plant, env=env) == cfg
+    assert cmds == [
+        f". {env_file}",
+        f"inspector status --config {plant}",
+        f"inspector tail verdicts --config {plant}",
+        f"inspector evidence <verdict-id> -o evidence.jpg --config {plant}",
+    ]
+    for k, v in env.items():  # what `. demo.env` does
+        monkeypatch.setenv(k, v)
+    res = CliRunner().invoke(app, ["config", "check", str(plant)])
+    assert res.exit_code == 0 and "plant 'demo', 2 lines, 4 cameras" in res.output, res.output
+    assert os.environ.get("INSPECTOR_DEMO_TOKEN") is None  # nothing else needed
