@@ -107,6 +107,15 @@ class KafkaSettings(Strict):
         le=64_000_000,
     )
     replication_factor: int = Field(1, title="Replication factor for created topics", ge=1, le=7)
+    metadata_refresh_ms: int = Field(
+        30_000,
+        title="Metadata refresh interval",
+        description="topic.metadata.refresh.interval.ms: how soon producers spread over "
+        "partitions added to a topic and a group's consumers are rebalanced onto them "
+        "(librdkafka's default is 5 minutes).",
+        ge=1000,
+        le=600_000,
+    )
     extra: dict[str, str | int | float | bool] = Field(
         default_factory=dict,
         title="Raw librdkafka properties",

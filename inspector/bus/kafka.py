@@ -49,6 +49,7 @@ def client_config(settings: KafkaSettings, client_suffix: str = "") -> dict[str,
         else settings.client_id,
         "security.protocol": settings.security_protocol,
         "message.max.bytes": settings.message_max_bytes,
+        "topic.metadata.refresh.interval.ms": settings.metadata_refresh_ms,
     }
     if settings.sasl_mechanism:
         conf["sasl.mechanism"] = settings.sasl_mechanism
@@ -100,7 +101,7 @@ def make_consumer(
     *,
     client_suffix: str = "consumer",
     auto_offset_reset: str = "earliest",
-    isolation_level: str | None = None,
+    isolation_level: str = "read_committed",
     **overrides: Any,
 ) -> Consumer:
     conf = client_config(settings, client_suffix)
@@ -120,8 +121,9 @@ def make_consumer(
             "fetch.wait.max.ms": 25,
         }
     )
-    if isolation_level:
-        conf["isolation.level"] = isolation_level
+    # Explicit, not left to the client's default: records of an aborted transaction (a
+    # fenced or crashed exactly-once worker) are never handed to any stage or observer.
+    conf["isolation.level"] = isolation_level
     conf.update(overrides)
     conf.update(settings.extra)
     return Consumer(conf)

@@ -520,7 +520,6 @@ def build_worker(
         cfg.kafka,
         cfg.worker.group_id,
         client_suffix="detect",
-        isolation_level="read_committed" if eos else None,
     )
     loop: StreamLoop[tuple[FrameMeta, bytes | None]] = StreamLoop(
         consumer=consumer,

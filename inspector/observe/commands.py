@@ -85,9 +85,15 @@ def tail(
         filters.validate(cfg, kind.value)
     except FeedError as exc:
         raise fail(str(exc)) from None
-    start = None if from_beginning else _since(since, time.time())
+    start = None if from_beginning else _since(since, None)
+    from_now = not from_beginning and since is None
     topic = topic_for(cfg, kind.value)
-    origin = "the beginning" if start is None else time.strftime("%H:%M:%S", time.localtime(start))
+    if from_now:
+        origin = "now"
+    elif start is None:
+        origin = "the beginning"
+    else:
+        origin = time.strftime("%H:%M:%S", time.localtime(start))
 
     def ready() -> None:
         # stderr, so JSON on stdout stays clean for pipes
@@ -99,6 +105,7 @@ def tail(
             kind.value,
             filters,
             start_s=start,
+            from_now=from_now,
             as_json=as_json,
             max_events=max_events,
             timeout_s=timeout,

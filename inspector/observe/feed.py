@@ -4,12 +4,12 @@ Every observer (``tail``, ``status``, ``evidence``, the dashboard) reads with
 ``assign()`` and never commits, so watching the plant never moves anyone's offsets
 and never joins a group.
 
-Start positions come from ``offsets_for_times`` — "now" included, instead of
-``auto.offset.reset=latest``. Records older than the start are also dropped on the
-client: a broker whose timestamp index answers too early (the embedded test broker
-answers offset 0 for every time) then costs a longer read, never wrong output.
-"end of the topic" is taken from fetch responses (partition EOF), not from a
-ListOffsets request, for the same reason.
+Start positions: "from now" is the end of each partition (what
+``auto.offset.reset=latest`` means, resolved by a ListOffsets request at assignment);
+"since T" comes from the broker's time index (``offsets_for_times``); "everything" is
+the beginning. Readers use ``read_committed``, so records of an aborted transaction
+(a fenced or crashed exactly-once worker) are never shown. Lag is the distance from
+the group's committed offset to the last stable offset, both asked of the broker.
 """
 
 from __future__ import annotations
@@ -108,9 +108,7 @@ class Filters:
         if self.line is not None and self.line not in lines:
             raise FeedError(f"unknown line {self.line!r}; valid lines: {', '.join(lines)}")
         if self.camera is not None:
-            cams = [
-                c.id for ln in cfg.lines if self.line in (None, ln.id) for c in ln.cameras
-            ]
+            cams = [c.id for ln in cfg.lines if self.line in (None, ln.id) for c in ln.cameras]
             if self.camera not in cams:
                 where = f" on line {self.line}" if self.line else ""
                 raise FeedError(
@@ -140,7 +138,6 @@ class Filters:
 
 # partition EOF marks "caught up"; short fetch waits keep a live view responsive
 _READER_CONF: dict[str, Any] = {"enable.partition.eof": True, "fetch.wait.max.ms": 200}
-_LAG_CONF: dict[str, Any] = {"enable.partition.eof": True, "fetch.max.bytes": 1_048_576}
 
 
 @dataclass
@@ -167,6 +164,8 @@ class TopicReader:
     kinds: list[str]
     start_s: float | None = None
     client_suffix: str = "observe"
+    # start at the end of every partition ("from now"), overriding start_s
+    from_now: bool = False
     # per-kind start overriding start_s (e.g. camera-status from the beginning)
     kind_start: dict[str, float | None] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
@@ -214,10 +213,19 @@ class TopicReader:
         kind = self._by_topic[topic]
         return self.kind_start.get(kind, self.start_s)
 
+    def _from_now(self, topic: str) -> bool:
+        return self.from_now and self._by_topic[topic] not in self.kind_start
+
     def _start_offsets(self, tps: list[TopicPartition], timeout_s: float) -> list[TopicPartition]:
         assert self.consumer is not None
-        timed = [tp for tp in tps if self._start_of(tp.topic) is not None]
         out = [
+            TopicPartition(tp.topic, tp.partition, OFFSET_END)
+            for tp in tps
+            if self._from_now(tp.topic)
+        ]
+        tps = [tp for tp in tps if not self._from_now(tp.topic)]
+        timed = [tp for tp in tps if self._start_of(tp.topic) is not None]
+        out += [
             TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING)
             for tp in tps
             if self._start_of(tp.topic) is None
@@ -237,8 +245,9 @@ class TopicReader:
         try:
             found = self.consumer.offsets_for_times(query, timeout=timeout_s)
         except KafkaException as exc:
-            log.warning("offsets_for_times failed; reading from the beginning",
-                        extra={"error": str(exc)})
+            log.warning(
+                "offsets_for_times failed; reading from the beginning", extra={"error": str(exc)}
+            )
             return [TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING) for tp in tps]
         out = []
         for tp in found:
@@ -262,9 +271,6 @@ class TopicReader:
                     log.warning("consumer error", extra={"error": err.str()})
                 continue
             self._eof.discard(key)
-            start = self._start_of(key[0])
-            if start is not None and msg.timestamp()[1] < int(start * 1000):
-                continue
             kind = self._by_topic[key[0]]
             try:
                 out.append(Record(kind, msg, decode_record(kind, msg)))
@@ -272,8 +278,13 @@ class TopicReader:
                 self.skipped[exc.reason] = self.skipped.get(exc.reason, 0) + 1
                 log.warning(
                     "skipped a record that is not a valid event",
-                    extra={"topic": key[0], "partition": key[1], "offset": msg.offset(),
-                           "reason": exc.reason, "detail": exc.detail[:200]},
+                    extra={
+                        "topic": key[0],
+                        "partition": key[1],
+                        "offset": msg.offset(),
+                        "reason": exc.reason,
+                        "detail": exc.detail[:200],
+                    },
                 )
         return out
 
@@ -308,19 +319,13 @@ class TopicReader:
 def group_lag(
     cfg: PlantConfig, group_id: str, topic: str, timeout_s: float = 10.0
 ) -> dict[int, int | None]:
-    """partition → messages the group is behind (None: partition unknown).
+    """partition → messages the group is behind (None: the broker did not answer).
 
-    Committed offsets from ``committed()``; the high watermark from a fetch at the
-    committed position (the watermark a fetch response carries is exact on every
-    broker we have met, ListOffsets is not). A group that never committed counts
-    from the start of the partition.
+    The group's committed offsets (OffsetFetch) against each partition's end offset
+    (ListOffsets, as a ``read_committed`` reader sees it). A group that never committed
+    counts from the start of the partition. Nothing is consumed and nothing committed.
     """
-    consumer = make_consumer(
-        cfg.kafka,
-        group_id,  # committed() needs the real group; we never commit or subscribe
-        client_suffix="observe-lag",
-        **_LAG_CONF,
-    )
+    consumer = make_consumer(cfg.kafka, group_id, client_suffix="observe-lag")
     try:
         md = consumer.list_topics(topic, timeout=timeout_s)
         meta = md.topics.get(topic)
@@ -329,21 +334,15 @@ def group_lag(
         parts = sorted(meta.partitions)
         committed = consumer.committed([TopicPartition(topic, p) for p in parts], timeout_s)
         start = {tp.partition: tp.offset for tp in committed}
-        consumer.assign(
-            [TopicPartition(topic, p, start[p] if start[p] >= 0 else OFFSET_BEGINNING)
-             for p in parts]
-        )
-        answered: set[int] = set()
-        deadline = time.monotonic() + timeout_s
-        while len(answered) < len(parts) and time.monotonic() < deadline:
-            for msg in consumer.consume(100, 0.2):
-                answered.add(msg.partition() or 0)
         lag: dict[int, int | None] = {}
         for p in parts:
-            if p not in answered:
+            try:
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, p), timeout=timeout_s, cached=False
+                )
+            except KafkaException:
                 lag[p] = None
                 continue
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)
             lag[p] = max(0, high - (start[p] if start[p] >= 0 else low))
         return lag
     finally:

@@ -81,6 +81,7 @@ def run_tail(
     filters: Filters,
     *,
     start_s: float | None,
+    from_now: bool = False,
     as_json: bool,
     max_events: int | None,
     timeout_s: float | None,
@@ -97,7 +98,9 @@ def run_tail(
     write = write or sys.stdout.write
     deadline = time.monotonic() + timeout_s if timeout_s is not None else None
     shown = 0
-    with TopicReader(cfg, [kind], start_s=start_s, client_suffix="tail").open() as reader:
+    with TopicReader(
+        cfg, [kind], start_s=start_s, from_now=from_now, client_suffix="tail"
+    ).open() as reader:
         if on_ready is not None:
             on_ready()
         while deadline is None or time.monotonic() < deadline:

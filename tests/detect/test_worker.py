@@ -227,8 +227,8 @@ def test_part_aggregation_k_of_n(make_config, start_worker) -> None:  # type: ig
 def test_exactly_once_commits_offsets_in_the_transaction_and_fences_zombies(
     make_config, start_worker, sim_frames, monkeypatch  # type: ignore[no-untyped-def]
 ) -> None:
-    """What the test broker can show of transactions: the offsets travel inside the
-    transaction, and a second instance with the same transactional id fences the first."""
+    """The offsets travel inside the transaction, and a second instance with the same
+    transactional id fences the first with the proper error."""
     from confluent_kafka import TopicPartition
 
     from inspector.bus.kafka import make_consumer, make_producer
@@ -256,8 +256,88 @@ def test_exactly_once_commits_offsets_in_the_transaction_and_fences_zombies(
     pub.flush()
     w.thread.join(60)
     assert not w.thread.is_alive(), "a fenced worker must stop, not keep producing"
-    # Apache Kafka reports PRODUCER_FENCED; the test broker sometimes only times the
-    # fenced producer's transaction out. Either way the zombie must stop with the error.
     from confluent_kafka import KafkaException
 
     assert isinstance(w.error, KafkaException), w.error
+    # Apache Kafka fences the zombie: librdkafka raises the fatal _FENCED error
+    # (PRODUCER_FENCED from the broker) on its next transactional request.
+    from confluent_kafka import KafkaError
+
+    err = w.error.args[0]
+    assert err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED), err
+    assert err.fatal(), err
+
+
+@pytest.mark.slow
+def test_partitions_added_under_running_workers_then_a_third_joins(
+    make_config, start_worker, sim_frames, monkeypatch  # type: ignore[no-untyped-def]
+) -> None:
+    """CreatePartitions on the frames topic while two exactly-once workers run, then a
+    third worker joins: the new partitions are produced to and consumed, and every frame
+    has exactly one committed verdict."""
+    from confluent_kafka.admin import AdminClient, NewPartitions
+
+    from inspector.bus.kafka import client_config
+    from tests.helpers import wait_for
+
+    cams = [f"cam-{i}" for i in range(1, 9)]
+    line = {
+        "id": "line-1",
+        "cameras": [{"id": c, "url": f"rtsp://127.0.0.1:1/{c}", "width": 640, "height": 360}
+                    for c in cams],
+        "rules": detect_config.__globals__["demo_plant"]()["lines"][0]["rules"],
+    }
+    cfg = detect_config(
+        make_config,
+        lines=[line],
+        topics={"partitions": 2},
+        kafka={"metadata_refresh_ms": 1000, "session_timeout_ms": 6000,
+               "heartbeat_interval_ms": 1000},
+        worker={"exactly_once": True, "max_batch": 4, "max_wait_ms": 2,
+                "shed_after_ms": 120_000},
+    )
+    workers = []
+    for name in ("w1", "w2"):
+        monkeypatch.setenv("INSPECTOR_INSTANCE_ID", f"parts-{name}")
+        workers.append(start_worker(cfg))
+    pub = FramePublisher(cfg)
+    sent = []
+
+    def wave(n: int) -> None:
+        for i in range(n):
+            sent.append(pub.publish(cams[i % len(cams)], sim_frames[i % len(sim_frames)]))
+        pub.flush()
+
+    def judged() -> list[VerdictEvent]:
+        return verdicts_of(cfg, len(sent), timeout_s=120)
+
+    wave(16)
+    assert len(judged()) == len(sent)
+
+    admin = AdminClient(client_config(cfg.kafka, "test-admin"))
+    for fut in admin.create_partitions([NewPartitions(cfg.topics.frames, 6)]).values():
+        fut.result(30)
+    # the producer sees the new partitions after a metadata refresh (1 s here)
+    wait_for(lambda: len(pub.producer.list_topics(cfg.topics.frames, timeout=5)
+                         .topics[cfg.topics.frames].partitions) == 6, 15, "6 partitions")
+    wait_for(lambda: set().union(*(w.loop.assigned for w in workers))
+             == {(cfg.topics.frames, p) for p in range(6)}, 30,
+             "the two workers to be assigned all six partitions")
+    wave(16)
+    monkeypatch.setenv("INSPECTOR_INSTANCE_ID", "parts-w3")
+    third = start_worker(cfg)
+    wait_for(lambda: bool(third.loop.assigned), 30, "the third worker to get partitions")
+    wave(24)
+    verdicts = judged()
+    # nothing more arrives after every frame has its verdict
+    late = read(cfg, [cfg.topics.verdicts], timeout_s=10, quiet_s=3)
+    ids = Counter(v.frame_id for v in verdicts)
+    assert set(ids) == {m.frame_id for m in sent}, "a frame got no verdict"
+    again = Counter(orjson.loads(m.value())["frame_id"] for m in late)
+    assert all(n == 1 for n in again.values()), "a frame was judged twice"
+    assert sum(again.values()) == len(sent)
+    assert third.worker.processed > 0, "the third worker judged nothing"
+    frames = read(cfg, [cfg.topics.frames], count=len(sent), timeout_s=30)
+    assert {m.partition() for m in frames} & {2, 3, 4, 5}, "no frame on an added partition"
+    for w in (*workers, third):
+        assert w.error is None and w.thread.is_alive()

@@ -104,11 +104,18 @@ def test_counts_evidence_and_metrics_move_with_the_events(dash: Dashboard) -> No
 
     wait_for(lambda: counts(dash, "line-1") == {"PASS": 2, "FAIL": 2, "FAULT": 0}, 20,
              "the dashboard to count 4 distinct verdicts")
+
+    def cam1_state() -> str:
+        line = next(ln for ln in snapshot(dash)["lines"] if ln["id"] == "line-1")
+        return str(next(c for c in line["cameras"] if c["id"] == "cam-1")["state"])
+
+    # Verdicts and camera states are separate topics: no order between them is
+    # promised, so the state is waited for on its own (it was read as a race: 'unknown').
+    wait_for(lambda: cam1_state() == "streaming", 20, "cam-1's state from camera-status")
     snap = snapshot(dash)
     line = next(ln for ln in snap["lines"] if ln["id"] == "line-1")
     assert line["yield"] == 50.0
     assert [g["verdict_id"] for g in line["gallery"]] == [expired.verdict_id, fail.verdict_id]
-    assert next(c for c in line["cameras"] if c["id"] == "cam-1")["state"] == "streaming"
     assert len(line["latency"]["points"]) == 4
     wait_for(lambda: metric(dash, "inspector_dashboard_events_total", kind="verdicts")
              == before + 4, 10, "the events counter to move by 4 (the duplicate not counted)")

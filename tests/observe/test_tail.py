@@ -86,16 +86,18 @@ def test_since_starts_at_that_time_not_at_the_beginning(two_lines: PlantConfig, 
 
 
 def test_default_start_is_now(two_lines: PlantConfig) -> None:
+    """"From now" is the end of the log (auto.offset.reset=latest), not a time: records
+    already there are skipped even when a skewed producer stamped them in the future."""
     cfg = two_lines
     before = [verdict(seq=i) for i in range(3)]
-    publish(cfg, cfg.topics.verdicts, before)
+    publish(cfg, cfg.topics.verdicts, before, timestamp_s=time.time() + 600)
     out: list[str] = []
     ready = threading.Event()
     thread = threading.Thread(
         target=run_tail,
         args=(cfg, "verdicts", Filters()),
-        kwargs={"start_s": time.time(), "as_json": True, "max_events": 2, "timeout_s": 30,
-                "write": out.append, "on_ready": ready.set},
+        kwargs={"start_s": None, "from_now": True, "as_json": True, "max_events": 2,
+                "timeout_s": 30, "write": out.append, "on_ready": ready.set},
     )
     thread.start()
     try:
