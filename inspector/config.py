@@ -575,11 +575,48 @@ class StopLineWorkflow(Strict):
     fail_count: int = Field(5, title="FAILs in the window that stop the line", ge=1, le=100000)
     window_s: float = Field(60.0, title="Sliding window", gt=0, le=86400)
     consecutive_faults: int = Field(
-        10, title="Consecutive FAULTs that stop the line (0 = off)", ge=0, le=100000
+        10,
+        title="Consecutive product FAULTs that stop the line (0 = off)",
+        description="Only FAULTs that point at the line itself (inspector/faults.py: "
+        "uniform_image) count; FAULTs of the inspection system (stale, shed, ...) are "
+        "the degraded workflow's and never stop a line.",
+        ge=0,
+        le=100000,
     )
     cooldown_s: float = Field(
         300.0, title="No new stop for the same episode within", ge=0, le=86400
     )
+
+
+class DegradedWorkflow(Strict):
+    """Inspection FAULTs (the system could not judge) → alert + divert to manual inspection."""
+
+    kind: Literal["degraded"] = "degraded"
+    name: Identifier = Field(..., title="Workflow name")
+    filter: WorkflowFilter = Field(
+        default_factory=lambda: WorkflowFilter(),
+        title="Filter (lines and cameras only)",
+        description="Inspection FAULTs carry no findings, so classes and severities do not "
+        "apply; verdicts is ignored.",
+    )
+    fault_count: int = Field(
+        5, title="Inspection FAULTs in the window that switch to manual inspection",
+        ge=1, le=100000,
+    )
+    window_s: float = Field(10.0, title="Sliding window (capture time)", gt=0, le=86400)
+    cooldown_s: float = Field(
+        60.0, title="No new manual_inspection command for the same episode within",
+        ge=0, le=86400,
+    )
+
+    @model_validator(mode="after")
+    def _scope_only(self) -> DegradedWorkflow:
+        if self.filter.classes or self.filter.severities:
+            raise ValueError(
+                "a degraded workflow counts FAULTs, which carry no findings: "
+                "filter.classes and filter.severities must be empty"
+            )
+        return self
 
 
 MIN_WEBHOOK_KEY_BYTES = 24
@@ -656,7 +693,7 @@ class NotifyWorkflow(Strict):
 
 
 Workflow = Annotated[
-    DivertWorkflow | StopLineWorkflow | MesTicketWorkflow | NotifyWorkflow,
+    DivertWorkflow | StopLineWorkflow | DegradedWorkflow | MesTicketWorkflow | NotifyWorkflow,
     Field(discriminator="kind"),
 ]
 

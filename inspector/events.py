@@ -240,12 +240,16 @@ class PartTrigger(Payload):
 
 
 class LineCommand(Payload):
-    """What a PLC gateway subscribes to (keyed by line)."""
+    """What a PLC gateway subscribes to (keyed by line).
+
+    ``manual_inspection``: the inspection system is degraded; route parts to manual
+    inspection (the line keeps running) until the next ``resume``.
+    """
 
     ce_type: ClassVar[str] = "io.inspector.line-command.v1"
     command_id: Id
     line_id: Id
-    command: Literal["divert", "stop", "resume"]
+    command: Literal["divert", "stop", "resume", "manual_inspection"]
     camera_id: Id | None = None
     part_id: Id | None = None
     frame_id: Id | None = None

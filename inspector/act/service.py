@@ -20,7 +20,7 @@ from inspector.bus.kafka import (
 )
 from inspector.bus.loop import LoopStats, StreamLoop
 from inspector.bus.store import connect
-from inspector.config import PlantConfig, StopLineWorkflow
+from inspector.config import DegradedWorkflow, PlantConfig, StopLineWorkflow
 from inspector.events import (
     ActionEvent,
     LineCommand,
@@ -132,7 +132,7 @@ def resume_line(
     producer: Producer | None = None,
     operator: str = "cli",
 ) -> LineCommand:
-    """Close the line's stop episodes and publish a ``resume`` line command.
+    """Close the line's stop and manual-inspection episodes; publish a ``resume`` command.
 
     The command is acknowledged by the broker *before* the episode is cleared, so a
     failed publish leaves the line recorded as stopped and the operator can retry; a
@@ -140,7 +140,9 @@ def resume_line(
     """
     cfg.line(line_id)  # KeyError for an unknown line
     client = client or connect(cfg.redis)
-    stop_wfs = [w.name for w in cfg.workflows if isinstance(w, StopLineWorkflow)]
+    stop_wfs = [
+        w.name for w in cfg.workflows if isinstance(w, StopLineWorkflow | DegradedWorkflow)
+    ]
     episodes = open_episodes(client, cfg.redis.key_prefix, line_id, stop_wfs)
     now = time.time()
     ids = sorted(str(e["episode_id"]) for e in episodes.values())

@@ -14,9 +14,11 @@ Key layout (``<p>`` = ``redis.key_prefix``)::
 
     <p>:act:rec:<wf>:<verdict_id>      STRING json record, TTL act.dedup_ttl_s
     <p>:act:debounce:<wf>:<line>:<part> STRING verdict id, TTL debounce_s
-    <p>:act:window:<wf>:<line>         ZSET verdict id → captured_at (sliding window)
-    <p>:act:faults:<wf>:<line>         SET verdict ids of the current FAULT streak
-    <p>:act:episode:<wf>:<line>        STRING json open stop episode (until resume)
+    <p>:act:window:<wf>:<line>         ZSET verdict id → captured_at (sliding window;
+                                       degraded: inspection FAULTs)
+    <p>:act:faults:<wf>:<line>         SET verdict ids of the current product-FAULT streak
+    <p>:act:episode:<wf>:<line>        STRING json open stop / manual-inspection episode
+                                       (until resume)
     <p>:act:counters:<line>            HASH pass / fail / fault
     <p>:act:counted                    HASH "<topic>:<partition>" → last counted offset
     <p>:act:outbox                     ZSET delivery id → next attempt (epoch ms)
@@ -159,6 +161,46 @@ redis.call('SET', KEYS[1], rec, 'EX', ARGV[11])
 return {1, rec}
 """
 
+# KEYS: record, window, episode.
+# ARGV: verdict id, captured_at, window_s, fault_count, cooldown_s, now, record ttl,
+#       episode id.
+# Inspection FAULTs in a sliding window of capture time; at fault_count a manual
+# inspection episode opens (cooldown as for stop_line). → as STOP_LINE_LUA.
+DEGRADED_LUA = """
+local rec = redis.call('GET', KEYS[1])
+if rec then return {0, rec} end
+local window_s = tonumber(ARGV[3])
+local now = tonumber(ARGV[6])
+redis.call('ZADD', KEYS[2], tonumber(ARGV[2]), ARGV[1])
+local newest = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+local top = tonumber(newest[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. tostring(top - window_s))
+redis.call('EXPIRE', KEYS[2], math.ceil(window_s) + 3600)
+local faults = redis.call('ZCARD', KEYS[2])
+if faults < tonumber(ARGV[4]) then return {2, ''} end
+local ep = redis.call('GET', KEYS[3])
+if ep then
+  local e = cjson.decode(ep)
+  if now < tonumber(e.cooldown_until) then
+    rec = cjson.encode({state='pending', decision='suppressed_cooldown', at=ARGV[6],
+                        episode_id=e.episode_id, trigger='inspection_faults', faults=faults})
+    redis.call('SET', KEYS[1], rec, 'EX', ARGV[7])
+    -- one suppression per fault_count FAULTs, not one per FAULT of a long outage
+    redis.call('DEL', KEYS[2])
+    return {1, rec}
+  end
+end
+local episode = cjson.encode({episode_id=ARGV[8], started_at=ARGV[6],
+                              cooldown_until=now + tonumber(ARGV[5]), verdict_id=ARGV[1],
+                              trigger='inspection_faults', faults=faults})
+redis.call('SET', KEYS[3], episode)
+redis.call('DEL', KEYS[2])
+rec = cjson.encode({state='pending', decision='fire', at=ARGV[6], episode_id=ARGV[8],
+                    trigger='inspection_faults', faults=faults})
+redis.call('SET', KEYS[1], rec, 'EX', ARGV[7])
+return {1, rec}
+"""
+
 # KEYS: record, outbox, delivery. ARGV: record json, record ttl, delivery id, due ms,
 #       then field/value pairs of the delivery hash.
 # Queuing and recording happen together, so a redelivery can never queue a ticket twice.
@@ -210,6 +252,7 @@ class Scripts:
     def __init__(self, client: redis.Redis) -> None:
         self.divert = client.register_script(DIVERT_LUA)
         self.stop_line = client.register_script(STOP_LINE_LUA)
+        self.degraded = client.register_script(DEGRADED_LUA)
         self.enqueue = client.register_script(ENQUEUE_LUA)
         self.count = client.register_script(COUNT_LUA)
         self.claim_due = client.register_script(CLAIM_DUE_LUA)

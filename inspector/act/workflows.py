@@ -26,6 +26,7 @@ from confluent_kafka import Message, Producer
 from inspector.act.state import Keys, Scripts, parse_record, redis_errors
 from inspector.bus.kafka import DeliveryTracker
 from inspector.config import (
+    DegradedWorkflow,
     DivertWorkflow,
     MesTicketWorkflow,
     NotifyWorkflow,
@@ -42,13 +43,16 @@ from inspector.events import (
     deterministic_id,
     encode,
 )
+from inspector.faults import is_inspection_fault
 from inspector.metrics import ACTIONS
 from inspector.observe.tracing import child_headers
 
 log = logging.getLogger(__name__)
 
 SOURCE = "inspector/act"
-AnyWorkflow = DivertWorkflow | StopLineWorkflow | MesTicketWorkflow | NotifyWorkflow
+AnyWorkflow = (
+    DivertWorkflow | StopLineWorkflow | DegradedWorkflow | MesTicketWorkflow | NotifyWorkflow
+)
 
 
 # --------------------------------------------------------------------------- filters
@@ -183,6 +187,8 @@ class ActEngine:
     def apply(self, wf: AnyWorkflow, v: VerdictEvent, msg: Message, fx: BatchEffects) -> None:
         if isinstance(wf, StopLineWorkflow):
             self._stop_line(wf, v, fx)
+        elif isinstance(wf, DegradedWorkflow):
+            self._degraded(wf, v, fx)
         elif not matches(wf.filter, v):
             return
         elif isinstance(wf, DivertWorkflow):
@@ -256,6 +262,11 @@ class ActEngine:
             self._event(fx, wf, v, "fired", at, detail=f"divert {part}")
 
     def _stop_line(self, wf: StopLineWorkflow, v: VerdictEvent, fx: BatchEffects) -> None:
+        if is_inspection_fault(v.verdict, v.rule):
+            # The inspection system could not judge (a worker restart, overload, ...):
+            # says nothing about the parts, so it neither counts nor breaks a streak.
+            # The degraded workflow reacts to it.
+            return
         counts = matches(wf.filter, v)
         # FAULTs carry no findings, so the streak looks at lines/cameras only.
         scoped = in_scope(wf.filter, v) and wf.consecutive_faults > 0
@@ -313,6 +324,76 @@ class ActEngine:
             self._event(fx, wf, v, "fired", at, episode_id=ep, detail=detail)
             log.warning(
                 "line stop commanded",
+                extra={"line": v.line_id, "workflow": wf.name, "episode": ep, "detail": detail},
+            )
+
+    def _degraded(self, wf: DegradedWorkflow, v: VerdictEvent, fx: BatchEffects) -> None:
+        """Inspection FAULTs → alert + ``manual_inspection`` line command (the line runs on)."""
+        if not in_scope(wf.filter, v) or not is_inspection_fault(v.verdict, v.rule):
+            return
+        key = self.keys.record(wf.name, v.verdict_id)
+        with redis_errors("deciding degraded"):
+            result = self.scripts.degraded(
+                keys=[
+                    key,
+                    self.keys.window(wf.name, v.line_id),
+                    self.keys.episode(wf.name, v.line_id),
+                ],
+                args=[
+                    v.verdict_id,
+                    v.timings.captured_at,
+                    wf.window_s,
+                    wf.fault_count,
+                    wf.cooldown_s,
+                    time.time(),
+                    self.cfg.act.dedup_ttl_s,
+                    episode_id(wf.name, v.line_id, v.verdict_id),
+                ],
+            )
+        if int(result[0]) == 2:
+            return
+        _, rec = self._record(fx, key, result)
+        at = float(rec["at"])
+        ep = rec.get("episode_id")
+        detail = (
+            f"inspection degraded: {rec.get('faults')} inspection FAULTs in {wf.window_s:g} s "
+            f"(last {v.rule}); divert to manual inspection"
+        )
+        if rec["state"] == "done":
+            self._event(fx, wf, v, "suppressed_dedup", time.time(), episode_id=ep,
+                        detail=rec["decision"])
+        elif rec["decision"] == "suppressed_cooldown":
+            self._event(fx, wf, v, "suppressed_cooldown", at, episode_id=ep, detail=detail)
+        else:
+            cmd = LineCommand(
+                command_id=deterministic_id("manual", ep),
+                line_id=v.line_id,
+                command="manual_inspection",
+                camera_id=v.camera_id,
+                part_id=v.part_id,
+                frame_id=v.frame_id,
+                verdict_id=v.verdict_id,
+                episode_id=ep,
+                reason=f"{wf.name}: {detail}",
+                issued_at=at,
+            )
+            fx.messages.append((self.cfg.topics.line_commands, v.line_id, cmd))
+            alert = ActionEvent(
+                action_id=action_id(wf.name, v.verdict_id),
+                workflow=wf.name,
+                kind="degraded",
+                outcome="fired",
+                line_id=v.line_id,
+                camera_id=v.camera_id,
+                verdict_id=v.verdict_id,
+                episode_id=ep,
+                detail=f"{v.line_id}: {detail}",
+                at=at,
+            )
+            fx.messages.append((self.cfg.topics.notifications, v.line_id, alert))
+            self._event(fx, wf, v, "fired", at, episode_id=ep, detail=detail)
+            log.warning(
+                "inspection degraded: manual inspection commanded",
                 extra={"line": v.line_id, "workflow": wf.name, "episode": ep, "detail": detail},
             )
 

@@ -63,7 +63,9 @@ def verdict(
     cls: str = "dent",
     part: str | None = None,
     t: float | None = None,
+    rule: str | None = None,
 ) -> VerdictEvent:
+    """A verdict; a FAULT is a product FAULT (fault:uniform_image) unless rule says else."""
     frame_id = f"{cam}:run1:{seq}"
     at = time.time() if t is None else t
     findings = (
@@ -87,7 +89,7 @@ def verdict(
         seq=seq,
         part_id=part,
         verdict=kind,
-        rule={"FAIL": f"class:{cls}", "PASS": "pass", "FAULT": "fault:expired"}[kind],
+        rule=rule or {"FAIL": f"class:{cls}", "PASS": "pass", "FAULT": "fault:uniform_image"}[kind],
         findings=findings,
         timings=Timings(captured_at=at, ingested_at=at, emitted_at=at),
         evidence_key=f"evidence:{frame_id}" if kind == "FAIL" else None,

@@ -227,6 +227,71 @@ def test_stop_line_fires_once_per_episode_respects_cooldown_and_resume(
         col.close()
 
 
+def test_inspection_faults_divert_to_manual_inspection_and_never_stop_the_line(
+    make_config: MakeConfig,
+) -> None:
+    """A worker restart's stale FAULTs: alert + manual_inspection, never a stop; product
+    FAULTs (the station sees nothing) still stop the line, inspection FAULTs in between
+    neither count nor break their streak."""
+    from inspector.act.service import resume_line
+
+    cfg = act_config(
+        make_config,
+        {"kind": "stop_line", "name": "stop-on-burst", "filter": {"lines": ["line-1"]},
+         "fail_count": 50, "consecutive_faults": 3, "cooldown_s": 300},
+        {"kind": "degraded", "name": "manual-qa", "fault_count": 4, "window_s": 10,
+         "cooldown_s": 300},
+    )
+    t0 = time.time() - 100
+    col = Collector(cfg, [cfg.topics.line_commands, cfg.topics.actions,
+                          cfg.topics.notifications])
+    try:
+        with RunningAct(cfg):
+            stale = [verdict(i, "FAULT", cam=f"cam-{1 + i % 2}", rule="fault:stale",
+                             t=t0 + i * 0.1) for i in range(1, 11)]
+            # line-2 has its own window: 3 < fault_count
+            stale += [verdict(i, "FAULT", cam="cam-3", rule="fault:shed", t=t0 + i)
+                      for i in range(1, 4)]
+            send(cfg, stale)
+            col.wait(lambda: outcomes(col, cfg, "manual-qa")["suppressed_cooldown"] >= 1, 30,
+                     "the second threshold, suppressed by the cooldown")
+            [manual] = commands(col, cfg, "manual_inspection")
+            assert manual.line_id == "line-1" and manual.verdict_id == "v-cam-1-4"
+            assert manual.episode_id and "4 inspection FAULTs" in manual.reason
+            assert "fault:stale" in manual.reason
+            assert commands(col, cfg, "stop") == []
+            [alert] = col.payloads(cfg.topics.notifications, ActionEvent)
+            assert alert.kind == "degraded" and alert.episode_id == manual.episode_id
+
+            send(cfg, [verdict(11, "FAULT", t=t0 + 20),
+                       verdict(12, "FAULT", rule="fault:stale", t=t0 + 20.1),
+                       verdict(13, "FAULT", cam="cam-2", t=t0 + 20.2),
+                       verdict(14, "FAULT", rule="fault:claim_expired", t=t0 + 20.3),
+                       verdict(15, "FAULT", t=t0 + 20.4)])
+            col.wait(lambda: len(commands(col, cfg, "stop")) == 1, 30, "the product-FAULT stop")
+            [stop] = commands(col, cfg, "stop")
+            assert stop.verdict_id == "v-cam-1-15" and "consecutive_faults" in stop.reason
+            assert "3 faults" in stop.reason
+
+            resume_line(cfg, "line-1", operator="test")
+            col.wait(lambda: len(commands(col, cfg, "resume")) == 1, 15, "the resume")
+            client = connect(cfg.redis)
+            assert open_episodes(client, cfg.redis.key_prefix, "line-1",
+                                 ["stop-on-burst", "manual-qa"]) == {}
+        col.drain()
+        assert len(commands(col, cfg, "manual_inspection")) == 1  # line-2 stayed below
+        events = col.payloads(cfg.topics.actions, ActionEvent)
+        # one suppression per further fault_count FAULTs (8th), not one per FAULT (8, 9, 10)
+        assert Counter(e.outcome for e in events if e.kind == "degraded") == {
+            "fired": 1,
+            "suppressed_cooldown": 1,
+        }
+        assert Counter(e.outcome for e in events if e.kind == "stop_line") == {"fired": 1}
+        assert {e.workflow for e in events if e.kind == "resume"} == {"stop-on-burst", "manual-qa"}
+    finally:
+        col.close()
+
+
 # --------------------------------------------------------------------------- MES tickets
 
 

@@ -112,3 +112,16 @@ def test_webhook_timeout_defaults_to_what_standard_webhooks_recommends() -> None
     ticket = parse_config(plant(mes()), "test", env={}).workflows[0]
     assert isinstance(ticket, MesTicketWorkflow)
     assert 15.0 <= ticket.timeout_s <= 30.0
+
+
+def test_degraded_workflow_parses_and_rejects_finding_filters() -> None:
+    cfg = parse_config(
+        plant({"kind": "degraded", "name": "manual-qa", "filter": {"lines": ["line-1"]}}),
+        env={},
+    )
+    [wf] = cfg.workflows
+    assert wf.kind == "degraded" and (wf.fault_count, wf.window_s) == (5, 10.0)
+    [err] = errors(plant({"kind": "degraded", "name": "m", "filter": {"classes": ["crack"]}}))
+    assert "filter.classes and filter.severities must be empty" in err
+    [err] = errors(plant({"kind": "degraded", "name": "m", "fault_count": 0}))
+    assert err.startswith("workflows[0].degraded.fault_count") or "fault_count" in err
