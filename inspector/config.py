@@ -519,6 +519,15 @@ class WorkerSettings(Strict):
         ge=10,
         le=3_600_000,
     )
+    max_clock_skew_ms: float = Field(
+        2000.0,
+        title="Largest tolerated clock skew (FAULT beyond it)",
+        description="A frame captured further than this in the future of the worker's clock, "
+        "or published before it was captured (or at a negative time) by more than this, is "
+        "FAULT fault:clock_skew: its age cannot be trusted, so it is never judged as fresh.",
+        ge=0,
+        le=3_600_000,
+    )
 
 
 # --------------------------------------------------------------------------- workflows

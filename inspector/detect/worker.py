@@ -102,6 +102,33 @@ def decode_jpeg(data: bytes, scale: int = 1) -> np.ndarray | None:
     return img if img is not None and img.size else None
 
 
+def clock_skew(m: FrameMeta, now: float, max_skew_s: float) -> str | None:
+    """Why the frame's timestamps cannot be trusted, or None.
+
+    A camera or ingest host whose clock runs ahead stamps frames in the future: their
+    age comes out negative, so neither the staleness nor the shedding check would ever
+    catch them. Such a frame is FAULT, never judged as if fresh.
+    """
+    if m.captured_at - now > max_skew_s:
+        return (
+            f"frame captured {m.captured_at - now:.3f}s in the future of the worker's clock "
+            f"(max skew {max_skew_s:g}s)"
+        )
+    if m.ingested_at < 0:
+        return f"frame published at a negative time ({m.ingested_at:g})"
+    if m.captured_at - m.ingested_at > max_skew_s:
+        return (
+            f"frame published {m.captured_at - m.ingested_at:.3f}s before it was captured "
+            f"(max skew {max_skew_s:g}s)"
+        )
+    if m.ingested_at - now > max_skew_s:
+        return (
+            f"frame published {m.ingested_at - now:.3f}s in the future of the worker's clock "
+            f"(max skew {max_skew_s:g}s)"
+        )
+    return None
+
+
 def scale_detections(dets: list[Detection], scale: int) -> list[Detection]:
     if scale == 1:
         return dets
@@ -190,6 +217,10 @@ class DetectWorker:
             return
         if job.jpeg is None:
             job.fault = ("fault:claim_expired", f"claim-check {m.claim_key} expired or missing")
+            return
+        skew = clock_skew(m, now, self.cfg.worker.max_clock_skew_ms / 1000.0)
+        if skew is not None:
+            job.fault = ("fault:clock_skew", skew)
             return
         age = now - m.captured_at
         if age > self.cfg.frames.max_age_s:
@@ -487,7 +518,8 @@ class DetectWorker:
     def observe_latency(self) -> None:
         now = time.time()
         for v in self._pending_latency:
-            CAPTURE_TO_VERDICT.labels(v.line_id).observe(now - v.timings.captured_at)
+            # max(0): a skewed frame (FAULT) must not drag the histogram's sum negative.
+            CAPTURE_TO_VERDICT.labels(v.line_id).observe(max(0.0, now - v.timings.captured_at))
         self._pending_latency = []
 
 

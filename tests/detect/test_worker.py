@@ -72,6 +72,11 @@ def test_untrustworthy_frames_are_fault_never_pass(
         pub.publish("cam-1", jpeg=b"\xff\xd8\xffnot-a-jpeg" * 10).frame_id: "fault:undecodable",
         pub.publish("cam-1", good, captured_at=time.time() - 600).frame_id: "fault:stale",
         pub.publish("cam-1", good, captured_at=time.time() - 90).frame_id: "fault:shed",
+        # Clock skew: a camera clock an hour ahead would otherwise look fresh for an hour.
+        pub.publish("cam-1", good, captured_at=time.time() + 3600,
+                    ingested_at=time.time() + 3600).frame_id: "fault:clock_skew",
+        pub.publish("cam-1", good, ingested_at=-1.0).frame_id: "fault:clock_skew",
+        pub.publish("cam-1", good, ingested_at=time.time() - 60).frame_id: "fault:clock_skew",
         pub.publish("cam-1", np.zeros_like(good)).frame_id: "fault:uniform_image",
         pub.publish("cam-1", np.full_like(good, 128)).frame_id: "fault:uniform_image",
         pub.publish("cam-1", good[::2, ::2].copy()).frame_id: "fault:wrong_size",
@@ -80,14 +85,17 @@ def test_untrustworthy_frames_are_fault_never_pass(
         pub.publish("cam-2", good, line="line-7").frame_id: "fault:wrong_line",
     }
     ok = pub.publish("cam-2", good).frame_id
+    # Within the default 2 s skew: judged like any other frame.
+    ahead = pub.publish("cam-2", good, captured_at=time.time() + 1.0).frame_id
     pub.flush()
     start_worker(cfg)
-    verdicts = {v.frame_id: v for v in verdicts_of(cfg, len(expected) + 1)}
+    verdicts = {v.frame_id: v for v in verdicts_of(cfg, len(expected) + 2)}
     for frame_id, rule in expected.items():
         assert verdicts[frame_id].verdict == "FAULT", (rule, verdicts[frame_id])
         assert verdicts[frame_id].rule == rule
         assert verdicts[frame_id].reason
     assert verdicts[ok].verdict in ("PASS", "FAIL")
+    assert verdicts[ahead].verdict in ("PASS", "FAIL"), verdicts[ahead]
 
 
 def test_malformed_frames_dead_letter_while_good_frames_flow(
