@@ -79,6 +79,9 @@ def record_size(value: bytes, headers: list[tuple[str, Any]], key: bytes) -> int
     return len(value) + hdr + len(key) + RECORD_OVERHEAD
 
 
+WARN_EVERY_S = 10.0
+
+
 class FramePublisher:
     """Shared by every camera's publisher thread (the producer and Redis client are)."""
 
@@ -102,6 +105,7 @@ class FramePublisher:
         self.max_inflight = cfg.ingest.producer_buffer_frames
         self.inflight = 0
         self._lock = threading.Lock()
+        self._warned: dict[tuple[str, str], float] = {}
         if cfg.frames.transport == "claim_check" and store is None:
             raise ValueError("claim_check transport needs a FrameStore")
 
@@ -222,12 +226,40 @@ class FramePublisher:
     ) -> None:
         self._release()
         if err is not None:
-            timed_out = err.code() == KafkaError._MSG_TIMED_OUT
-            reader.drop("delivery_timeout" if timed_out else "delivery_failed")
+            reader.drop(self._refused(frame, err, msg))
             return
         reader.stats.frames_ingested += 1
         FRAMES_INGESTED.labels(frame.line_id, frame.camera_id).inc()
         CAPTURE_TO_PUBLISH.labels(frame.camera_id).observe(time.time() - frame.captured_at)
+
+    def _refused(self, frame: CapturedFrame, err: KafkaError, msg: Message) -> str:
+        """The drop reason for a frame the broker did not take, logged when it is news."""
+        code = err.code()
+        if code == KafkaError._MSG_TIMED_OUT:
+            return "delivery_timeout"  # the broker was away longer than max_age_s
+        size = len(msg.value() or b"")
+        if code == KafkaError.MSG_SIZE_TOO_LARGE:
+            reason = "oversized"
+            what = (
+                f"frame refused by the broker: {size} bytes is over the frames topic's "
+                "max.message.bytes (raise it on the topic, or lower frames.jpeg_quality / "
+                "kafka.message_max_bytes, or use the claim_check transport)"
+            )
+        else:
+            reason, what = "delivery_failed", f"frame refused by the broker: {err.str()}"
+        now = time.monotonic()
+        if now - self._warned.get((frame.camera_id, reason), -1e9) >= WARN_EVERY_S:
+            self._warned[(frame.camera_id, reason)] = now  # a stream of refusals: one line
+            log.warning(  # every WARN_EVERY_S per camera; the drop counter counts them all
+                what,
+                extra={
+                    "camera": frame.camera_id,
+                    "topic": self.topic,
+                    "bytes": size,
+                    "error": err.name(),
+                },
+            )
+        return reason
 
 
 class StatusPublisher:

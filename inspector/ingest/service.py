@@ -1,9 +1,9 @@
 """The ingest process: readers, publishers, trigger consumer, health endpoint, shutdown.
 
-    camera → CameraReader thread → DropOldestQueue → publisher thread → Kafka (+ Redis)
-                     │ transitions                                   ▲
-                     └──► StatusPublisher → camera-status topic      │ part ids
-                                      PartTagger ◄── trigger StreamLoop ◄── part-triggers
+camera → CameraReader thread → DropOldestQueue → publisher thread → Kafka (+ Redis)
+                 │ transitions                                   ▲
+                 └──► StatusPublisher → camera-status topic      │ part ids
+                                  PartTagger ◄── trigger StreamLoop ◄── part-triggers
 """
 
 from __future__ import annotations
@@ -103,14 +103,12 @@ class IngestService:
         rtsp.configure_ffmpeg()
         delivery_timeout_ms = int(min(300.0, max(5.0, cfg.frames.max_age_s)) * 1000)
         # A frame older than max_age_s is judged FAULT anyway: stop retrying it then.
-        # Frames are a latest-wins stream and a duplicate is recognised by its frame_id, so
-        # the frames producer is not idempotent: an idempotent producer whose broker lost
-        # its producer state (restart without it) stalled here until restarted. One
-        # request in flight keeps per-camera order across retries.
+        # The producers are idempotent (make_producer's default): a retry after a lost
+        # acknowledgement or a broker restart neither duplicates nor reorders a camera's
+        # frames. The broker keeps producer state in its log, so a crashed and restarted
+        # broker accepts the sequence where it left off.
         timeout: dict[str, Any] = {
             "message.timeout.ms": delivery_timeout_ms,
-            "enable.idempotence": False,
-            "max.in.flight.requests.per.connection": 1,
             # frames go stale in seconds: look for the broker again at least every second
             "reconnect.backoff.max.ms": 1000,
         }
