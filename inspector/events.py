@@ -481,6 +481,7 @@ _BOUND_ERRORS = frozenset(
         "finite_number",
         "greater_than",
         "greater_than_equal",
+        "int_parsing_size",  # an integer too large to parse (e.g. 40 digits, 1e30)
         "less_than",
         "less_than_equal",
         "string_too_long",

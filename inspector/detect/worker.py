@@ -96,6 +96,47 @@ _REDUCED = {
 }
 
 
+# Start-of-frame markers (baseline, extended, progressive, lossless, arithmetic); C4
+# (DHT), C8 (JPG) and CC (DAC) share the range but are not frame headers.
+_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the JPEG's frame header, without decoding; None if absent.
+
+    The decoder allocates what the header declares: a 1 kB JPEG claiming 20000x20000
+    costs 2.3 GB and seconds to decode. Reading the header first lets the worker refuse
+    it (FAULT) before a byte of pixels is allocated.
+    """
+    n = len(data)
+    if n < 4 or data[0] != 0xFF or data[1] != 0xD8:
+        return None
+    i = 2
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # standalone markers
+            i += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image or start of scan before any frame header
+            return None
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if length < 2:
+            return None
+        if marker in _SOF:
+            if i + 9 > n:
+                return None
+            height = int.from_bytes(data[i + 5 : i + 7], "big")
+            width = int.from_bytes(data[i + 7 : i + 9], "big")
+            return width, height
+        i += 2 + length
+    return None
+
+
 def decode_jpeg(data: bytes, scale: int = 1) -> np.ndarray | None:
     buf = np.frombuffer(data, dtype=np.uint8)
     img = cv2.imdecode(buf, _REDUCED[scale])
@@ -241,6 +282,19 @@ class DetectWorker:
         m = job.meta
         assert job.jpeg is not None
         line, _ = self.cameras[m.camera_id]
+        size = jpeg_size(job.jpeg)
+        if size is None:
+            job.fault = (
+                "fault:undecodable",
+                f"JPEG of {len(job.jpeg)} bytes has no frame header (SOI ... SOF)",
+            )
+            return
+        if size != (m.width, m.height):  # checked before decoding: no pixel bombs
+            job.fault = (
+                "fault:wrong_size",
+                f"JPEG header says {size[0]}x{size[1]}, message says {m.width}x{m.height}",
+            )
+            return
         scale = decode_scale(m.width, m.height, self.detector.info.imgsz)
         img = decode_jpeg(job.jpeg, scale)
         if img is None:

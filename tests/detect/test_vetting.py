@@ -1,21 +1,25 @@
-"""Clock skew: a frame whose timestamps cannot be trusted is FAULT, never judged as fresh.
+"""Vetting at unit level: a frame that cannot be trusted is FAULT, never judged.
 
-Unit level: the vetting of one frame against a plant config (no servers needed). The
-end-to-end check through a real worker is in test_worker.py.
+Clock skew (timestamps that cannot be trusted) and JPEG headers that declare another
+size than the message (pixel bombs) — against a plant config, no servers needed. The
+end-to-end checks through a real worker are in test_worker.py and tests/test_poison.py.
 """
 
 from __future__ import annotations
 
+import resource
 import time
 import uuid
 from typing import Any
 
+import cv2
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
 from inspector.config import PlantConfig, WorkerSettings, parse_config
 from inspector.detect.model import ModelInfo
-from inspector.detect.worker import DetectWorker, FrameJob, clock_skew
+from inspector.detect.worker import DetectWorker, FrameJob, clock_skew, jpeg_size
 from inspector.events import FrameMeta, Timings, VerdictEvent
 from tests.conftest import base_config_dict
 
@@ -127,3 +131,85 @@ def test_a_clock_skew_fault_is_a_valid_verdict() -> None:
                         emitted_at=time.time()),
     )
     assert VerdictEvent.model_validate_json(v.model_dump_json()) == v
+
+
+# --------------------------------------------------------------------------- JPEG headers
+
+
+def jpeg(w: int, h: int, **params: int) -> bytes:
+    rng = np.random.default_rng(0)
+    flags = [v for kv in params.items() for v in (getattr(cv2, kv[0]), kv[1])]
+    ok, buf = cv2.imencode(".jpg", rng.integers(0, 255, (h, w, 3), np.uint8), flags)
+    assert ok
+    return bytes(buf.tobytes())
+
+
+def claim_size(data: bytes, w: int, h: int) -> bytes:
+    """The same JPEG with its frame header rewritten to declare w x h (a pixel bomb)."""
+    b = bytearray(data)
+    i = 2
+    while b[i + 1] not in (0xC0, 0xC2):
+        i += 2 + int.from_bytes(b[i + 2 : i + 4], "big")
+    b[i + 5 : i + 7] = h.to_bytes(2, "big")
+    b[i + 7 : i + 9] = w.to_bytes(2, "big")
+    return bytes(b)
+
+
+def test_jpeg_size_reads_the_frame_header() -> None:
+    assert jpeg_size(jpeg(64, 48)) == (64, 48)
+    assert jpeg_size(jpeg(33, 17, IMWRITE_JPEG_PROGRESSIVE=1)) == (33, 17)
+    assert jpeg_size(claim_size(jpeg(16, 16), 20000, 20000)) == (20000, 20000)
+    for junk in (b"", b"\xff", b"\xff\xd8", b"\xff\xd8\xffnot-a-jpeg" * 10, b"GIF89a" + bytes(99),
+                 b"\xff\xd8\xff\xda\x00\x02", b"\xff\xd8\xff\xc0\x00\x11\x08",
+                 b"\xff\xd8\xff\xe0\x00\x00", jpeg(8, 8)[:20]):
+        assert jpeg_size(junk) is None, junk
+
+
+def vet_image(data: bytes, width: int = 64, height: int = 64) -> FrameJob:
+    cfg = plant()
+    worker = DetectWorker(cfg, NoModel(), store=None)  # type: ignore[arg-type]
+    m = meta(NOW, NOW).model_copy(update={"width": width, "height": height})
+    job = FrameJob(msg=None, meta=m, jpeg=data)  # type: ignore[arg-type]
+    try:
+        worker.vet_image(job)
+    finally:
+        worker.infer_pool.shutdown()
+    return job
+
+
+def test_a_pixel_bomb_is_refused_before_decoding() -> None:
+    """928 bytes declaring 20000x20000: decoding would allocate 2.3 GB and take seconds."""
+    bomb = claim_size(jpeg(16, 16), 20000, 20000)
+    assert len(bomb) < 2000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    job = vet_image(bomb)
+    assert job.fault is not None and job.fault[0] == "fault:wrong_size", job.fault
+    assert "JPEG header says 20000x20000, message says 64x64" in job.fault[1]
+    assert job.image is None
+    assert time.perf_counter() - t0 < 0.5
+    grew_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grew_kb < 100_000, f"vetting grew the process by {grew_kb} kB"
+
+
+def test_a_bomb_that_matches_the_message_still_fails_the_camera_check() -> None:
+    """A message claiming the bomb's size is refused by vet() before vet_image runs."""
+    fault = vetted(plant(), meta(NOW, NOW).model_copy(update={"width": 20000, "height": 20000}))
+    assert fault is not None and fault[0] == "fault:wrong_size"
+
+
+def test_an_honest_jpeg_decodes_and_junk_is_undecodable() -> None:
+    good = vet_image(_textured(64, 64))
+    assert good.fault is None and good.image is not None
+    junk = vet_image(b"\xff\xd8\xffnot-a-jpeg" * 10)
+    assert junk.fault is not None and junk.fault[0] == "fault:undecodable"
+    assert "no frame header" in junk.fault[1]
+
+
+def _textured(w: int, h: int) -> bytes:
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:, : w // 2] = 200
+    img[h // 2 :, :] = 60
+    ok, buf = cv2.imencode(".jpg", img)
+    assert ok
+    return bytes(buf.tobytes())
