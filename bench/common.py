@@ -16,6 +16,7 @@ import numpy as np
 import orjson
 import yaml
 
+from inspector.bus.kafka import poll_batch
 from inspector.config import PlantConfig, parse_config
 from inspector.localstack import EmbeddedBroker, ManagedProcess, start_kafka, start_redis
 
@@ -353,7 +354,7 @@ class VerdictReader:
     def _run(self) -> None:
         try:
             while not self.stop_event.is_set():
-                for m in self.consumer.consume(500, 0.05):
+                for m in poll_batch(self.consumer, 500, 0.05):
                     if m.error() is not None:
                         continue
                     now = time.time()

@@ -266,7 +266,7 @@ def broker_hop(cfg: Any, seconds: float = 5.0, rate: float = 20.0) -> dict[str, 
     frame's two Kafka hops costs before any of our code runs."""
     from confluent_kafka import TopicPartition
 
-    from inspector.bus.kafka import make_consumer, make_producer
+    from inspector.bus.kafka import make_consumer, make_producer, poll_batch
 
     topic = cfg.topics.name("bench-hop")
     ensure_topics(cfg.kafka, cfg.topics, [topic])
@@ -279,7 +279,7 @@ def broker_hop(cfg: Any, seconds: float = 5.0, rate: float = 20.0) -> dict[str, 
 
     def consume() -> None:
         while not stop.is_set():
-            for m in consumer.consume(100, 0.05):
+            for m in poll_batch(consumer, 100, 0.05):
                 if m.error() is None and m.value():
                     k, sent = (m.value() or b"0 0").split()
                     hops.append((int(k), time.time() - float(sent)))

@@ -164,7 +164,7 @@ def rss_mb(pid: int) -> float | None:
 
 
 def count_topic(cfg: PlantConfig, topic: str, timeout_s: float = 30.0) -> int:
-    """Records in a topic, read to the end (the test broker's watermarks are unreliable)."""
+    """Records in a topic, read to the end (watermarks would count transaction markers)."""
     from confluent_kafka import KafkaError, TopicPartition
 
     from inspector.bus.kafka import make_consumer

@@ -129,6 +129,18 @@ def make_consumer(
     return Consumer(conf)
 
 
+def poll_batch(consumer: Consumer, max_records: int, timeout_s: float) -> list[Message]:
+    """Up to ``max_records`` records, returning as soon as the first one is there.
+
+    ``Consumer.consume(n, timeout)`` waits for ``n`` records or the whole timeout: a
+    reader that asks for a batch would add up to ``timeout`` to every record's latency.
+    """
+    first = consumer.poll(timeout_s)
+    if first is None:
+        return []
+    return [first, *consumer.consume(max_records - 1, 0)] if max_records > 1 else [first]
+
+
 def unreadable_files(section: str, paths: dict[str, str | None]) -> str | None:
     """One line naming the first configured TLS file that cannot be read, else None."""
     for name, path in paths.items():

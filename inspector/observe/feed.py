@@ -32,7 +32,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from inspector.bus.kafka import make_consumer
+from inspector.bus.kafka import make_consumer, poll_batch
 from inspector.config import PlantConfig, TopicSettings
 from inspector.events import (
     ActionEvent,
@@ -259,7 +259,7 @@ class TopicReader:
     def poll(self, timeout_s: float = 0.2, max_records: int = 500) -> list[Record]:
         assert self.consumer is not None
         out: list[Record] = []
-        for msg in self.consumer.consume(max_records, timeout_s):
+        for msg in poll_batch(self.consumer, max_records, timeout_s):
             key = (msg.topic() or "", msg.partition() or 0)
             err = msg.error()
             if err is not None:

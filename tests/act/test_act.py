@@ -50,8 +50,8 @@ MakeConfig = Callable[..., PlantConfig]
 
 
 def act_config(make_config: MakeConfig, *workflows: dict[str, Any], **over: Any) -> PlantConfig:
-    # The test broker holds a join for half the session timeout: 3 s keeps each
-    # (re)start of act at ~1.5 s, and a killed member is evicted within 3 s.
+    # A short session: a killed act member is evicted within 3 s, so the kill and
+    # restart tests do not wait on the default 10 s.
     kafka = {"session_timeout_ms": 3000, "heartbeat_interval_ms": 500}
     cfg = make_config(lines=LINES, workflows=list(workflows), kafka=kafka, **over)
     create_topics(cfg)
