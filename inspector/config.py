@@ -97,8 +97,31 @@ class KafkaSettings(Strict):
     ssl_certificate_location: str | None = Field(None, title="Client cert path", max_length=1000)
     ssl_key_location: str | None = Field(None, title="Client key path", max_length=1000)
     ssl_key_password: SecretStr | None = Field(None, title="Client key password")
-    session_timeout_ms: int = Field(10000, title="Consumer session timeout", ge=1000, le=300000)
+    session_timeout_ms: int = Field(
+        6000,
+        title="Consumer session timeout",
+        description="How long a dead (SIGKILLed, hung) member keeps its partitions before "
+        "the survivors take them over: frames of that time are judged late or FAULT "
+        "fault:stale. With group_protocol consumer it is set as the group's "
+        "consumer.session.timeout.ms on the broker (README: Worker restarts).",
+        ge=1000,
+        le=300000,
+    )
     heartbeat_interval_ms: int = Field(2000, title="Consumer heartbeat", ge=100, le=60000)
+    group_protocol: Literal["classic", "consumer"] = Field(
+        "classic",
+        title="Consumer group protocol",
+        description="consumer: KIP-848 (Kafka 4.0+ brokers); the broker assigns partitions "
+        "incrementally and the session/heartbeat settings become broker-side group configs.",
+    )
+    static_membership: bool = Field(
+        False,
+        title="Static group membership (group.instance.id)",
+        description="The stage's instance id (INSPECTOR_INSTANCE_ID, else the host name) "
+        "is its group.instance.id: a member restarted within the session timeout gets its "
+        "partitions back without a rebalance, but a member that dies or stops holds them "
+        "for the whole session timeout. Needs one distinct id per running process.",
+    )
     message_max_bytes: int = Field(
         1_000_000,
         title="Largest message we produce or accept",

@@ -374,6 +374,8 @@ def run_demo(
             **os.environ,
             "INSPECTOR_DEMO_KAFKA": kafka.bootstrap,
             "INSPECTOR_DEMO_REDIS": f"redis://127.0.0.1:{redis_srv.port}/0",
+            # Tansu has no KIP-848 group coordinator
+            "INSPECTOR_DEMO_GROUP_PROTOCOL": "classic" if kafka.tansu else "consumer",
             "INSPECTOR_DEMO_MES_URL": mes.url,
             "INSPECTOR_DEMO_MES_SECRET": mes_secret,
             "INSPECTOR_DEMO_TOKEN": token,

@@ -282,3 +282,57 @@ def test_dead_letter_copy_of_a_huge_header_and_key_fits_the_broker(
     assert "ce_type" in rec.original_headers  # small headers are still copied
     assert len(dlq.value() or b"") < 100_000
     assert not t.is_alive()
+
+
+def test_group_settings_for_each_protocol_and_static_membership() -> None:
+    from inspector.bus.kafka import configure_group
+
+    classic: dict[str, object] = {}
+    configure_group(classic, KafkaSettings(session_timeout_ms=1500, heartbeat_interval_ms=500))
+    assert classic == {
+        "partition.assignment.strategy": "cooperative-sticky",
+        "session.timeout.ms": 1500,
+        "heartbeat.interval.ms": 500,
+    }
+    kip848: dict[str, object] = {}
+    configure_group(kip848, KafkaSettings(group_protocol="consumer"), "detect-pod-0")
+    # librdkafka refuses the three classic properties with the consumer protocol
+    assert kip848 == {"group.protocol": "consumer", "group.instance.id": "detect-pod-0"}
+    assert KafkaSettings().session_timeout_ms == 6000
+
+
+def test_kip848_group_session_is_set_on_the_broker_and_static_ids_are_stable(
+    make_config, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+
+    from inspector.bus.kafka import client_config, stage_consumer
+
+    cfg: PlantConfig = make_config(
+        kafka={"group_protocol": "consumer", "static_membership": True,
+               "session_timeout_ms": 1500, "heartbeat_interval_ms": 500}
+    )
+    create_topics(cfg)
+    monkeypatch.setenv("INSPECTOR_INSTANCE_ID", "pod-7")
+    consumer = stage_consumer(cfg.kafka, cfg.worker.group_id, "detect")
+    admin = AdminClient(client_config(cfg.kafka, "test-admin"))
+    try:
+        res = ConfigResource(ResourceType.GROUP, cfg.worker.group_id)
+        got = admin.describe_configs([res])[res].result(10)
+        assert got["consumer.session.timeout.ms"].value == "1500"
+        assert got["consumer.heartbeat.interval.ms"].value == "500"
+        consumer.subscribe([cfg.topics.frames])
+
+        def member_ids() -> list[str | None]:
+            consumer.poll(0.1)
+            group = cfg.worker.group_id
+            try:
+                desc = admin.describe_consumer_groups([group])[group].result(10)
+            except KafkaException:  # NOT_COORDINATOR while the group's coordinator loads
+                return []
+            return [m.group_instance_id for m in desc.members]
+
+        wait_for(lambda: member_ids() == ["detect-pod-7"], 30, "the static member")
+    finally:
+        consumer.close()

@@ -15,8 +15,8 @@ from inspector.bus.kafka import (
     DeliveryTracker,
     Shutdown,
     ensure_topics,
-    make_consumer,
     make_producer,
+    stage_consumer,
 )
 from inspector.bus.loop import LoopStats, StreamLoop
 from inspector.bus.store import connect
@@ -59,7 +59,7 @@ class ActService:
         self.client = client or connect(cfg.redis, check=False)
         self.engine = ActEngine(cfg, self.client)
         self.producer = make_producer(cfg.kafka, client_suffix="act")
-        self.consumer = make_consumer(cfg.kafka, cfg.act.group_id, client_suffix="act")
+        self.consumer = stage_consumer(cfg.kafka, cfg.act.group_id, "act")
         self.heartbeat = Heartbeat()
         self.loop: StreamLoop[VerdictEvent] = StreamLoop(
             consumer=self.consumer,

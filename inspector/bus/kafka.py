@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import os
 import signal
 import socket
 import threading
@@ -27,7 +28,14 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 
 from inspector.config import KafkaSettings, TopicSettings
 from inspector.events import MAX_ID, DeadLetterRecord, Headers, TrimmedPart, encode
@@ -95,6 +103,94 @@ def make_producer(
     return Producer(conf)
 
 
+def instance_id() -> str:
+    """This process's stable identity: the pod name on Kubernetes (a StatefulSet keeps it
+    across restarts), INSPECTOR_INSTANCE_ID where several run on one host."""
+    return os.environ.get("INSPECTOR_INSTANCE_ID") or socket.gethostname()
+
+
+def configure_group(
+    conf: dict[str, Any], settings: KafkaSettings, group_instance_id: str | None = None
+) -> None:
+    """Group membership properties of a consumer, for either group protocol.
+
+    classic: the client asks for its session timeout and heartbeat, cooperative-sticky
+    assignment. consumer (KIP-848): librdkafka refuses those three client-side; the
+    session timeout and heartbeat are the group's, set on the broker by
+    apply_group_config(), and the broker assigns partitions.
+    """
+    if settings.group_protocol == "consumer":
+        conf["group.protocol"] = "consumer"
+    else:
+        conf["partition.assignment.strategy"] = "cooperative-sticky"
+        conf["session.timeout.ms"] = settings.session_timeout_ms
+        conf["heartbeat.interval.ms"] = settings.heartbeat_interval_ms
+    if group_instance_id:
+        conf["group.instance.id"] = group_instance_id
+
+
+def apply_group_config(settings: KafkaSettings, group_id: str, timeout_s: float = 10.0) -> bool:
+    """KIP-848 groups: set the group's session timeout and heartbeat on the broker
+    (IncrementalAlterConfigs on the GROUP resource). The broker bounds them by
+    group.consumer.min/max.session.timeout.ms (defaults 45 s / 60 s) and
+    group.consumer.min.heartbeat.interval.ms (5 s); refused, the group keeps the broker's
+    defaults and this says so in one warning line → False."""
+    resource = ConfigResource(
+        ResourceType.GROUP,
+        group_id,
+        incremental_configs=[
+            ConfigEntry(
+                "consumer.session.timeout.ms",
+                str(settings.session_timeout_ms),
+                incremental_operation=AlterConfigOpType.SET,
+            ),
+            ConfigEntry(
+                "consumer.heartbeat.interval.ms",
+                str(settings.heartbeat_interval_ms),
+                incremental_operation=AlterConfigOpType.SET,
+            ),
+        ],
+    )
+    want = {e.name: e.value for e in resource.incremental_configs}
+    admin = AdminClient(client_config(settings, "group-config"))
+    deadline = time.monotonic() + timeout_s
+    try:
+        admin.incremental_alter_configs([resource])[resource].result(timeout_s)
+        # The broker applies it through the metadata log: wait until it reads it back, so
+        # the member that joins next is already bound by it.
+        plain = ConfigResource(ResourceType.GROUP, group_id)
+        while True:
+            got = admin.describe_configs([plain])[plain].result(timeout_s)
+            if all(got[k].value == v for k, v in want.items() if k in got):
+                return True
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not in effect after {timeout_s:g} s")
+            time.sleep(0.05)
+    except Exception as exc:  # KafkaException, a timeout: the group still works
+        log.warning(
+            "group session timeout not set; the broker's group defaults apply",
+            extra={"group": group_id, "error": _reason_of(exc)},
+        )
+        return False
+
+
+def _reason_of(exc: BaseException) -> str:
+    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+        return _reason(exc.args[0])
+    return str(exc) or type(exc).__name__
+
+
+def stage_consumer(settings: KafkaSettings, group_id: str, stage: str, **kwargs: Any) -> Consumer:
+    """The consumer of a pipeline stage (worker, act): its group's session bound applied
+    on the broker for KIP-848, and a static member id when static_membership is on."""
+    if settings.group_protocol == "consumer":
+        apply_group_config(settings, group_id)
+    static = f"{stage}-{instance_id()}" if settings.static_membership else None
+    return make_consumer(
+        settings, group_id, client_suffix=stage, group_instance_id=static, **kwargs
+    )
+
+
 def make_consumer(
     settings: KafkaSettings,
     group_id: str,
@@ -102,18 +198,17 @@ def make_consumer(
     client_suffix: str = "consumer",
     auto_offset_reset: str = "earliest",
     isolation_level: str = "read_committed",
+    group_instance_id: str | None = None,
     **overrides: Any,
 ) -> Consumer:
     conf = client_config(settings, client_suffix)
+    configure_group(conf, settings, group_instance_id)
     conf.update(
         {
             "group.id": group_id,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": auto_offset_reset,
-            "partition.assignment.strategy": "cooperative-sticky",
-            "session.timeout.ms": settings.session_timeout_ms,
-            "heartbeat.interval.ms": settings.heartbeat_interval_ms,
             "fetch.max.bytes": max(52_428_800, settings.message_max_bytes),
             "max.partition.fetch.bytes": settings.message_max_bytes,
             # A live line is latency-bound: don't let an idle fetch park for the 500 ms

@@ -18,8 +18,6 @@ identical verdict and downstream consumers recognise it.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,7 +29,7 @@ import orjson
 from confluent_kafka import KafkaException, Message
 
 from inspector.bus.crypto import BlobError, store_sealer
-from inspector.bus.kafka import make_consumer, make_producer
+from inspector.bus.kafka import instance_id, make_producer, stage_consumer
 from inspector.bus.loop import RetryLater, StreamLoop
 from inspector.bus.store import FrameStore, StoreUnavailable, connect
 from inspector.config import CameraSettings, LineSettings, PlantConfig
@@ -583,8 +581,7 @@ def decode_frame_message(msg: Message) -> tuple[FrameMeta, bytes | None]:
 
 def transactional_id(cfg: PlantConfig) -> str:
     # Stable per instance (pod name on Kubernetes) so a restarted worker fences its zombie.
-    instance = os.environ.get("INSPECTOR_INSTANCE_ID") or socket.gethostname()
-    return f"{cfg.worker.group_id}-{instance}"
+    return f"{cfg.worker.group_id}-{instance_id()}"
 
 
 def build_worker(
@@ -602,11 +599,7 @@ def build_worker(
         linger_ms=1.0,
         transactional_id=transactional_id(cfg) if eos else None,
     )
-    consumer = make_consumer(
-        cfg.kafka,
-        cfg.worker.group_id,
-        client_suffix="detect",
-    )
+    consumer = stage_consumer(cfg.kafka, cfg.worker.group_id, "detect")
     loop: StreamLoop[tuple[FrameMeta, bytes | None]] = StreamLoop(
         consumer=consumer,
         producer=producer,
