@@ -83,6 +83,7 @@ class FramePublisher:
         line: str = "line-1",
         store: bool = True,
         inline: bool = False,
+        partition: int | None = None,
         **meta_over: Any,
     ) -> FrameMeta:
         if jpeg is None:
@@ -108,8 +109,9 @@ class FramePublisher:
         fields.update(meta_over)
         meta = FrameMeta(**fields)
         value, headers = encode_frame(meta, jpeg if inline else None, source="test/ingest")
+        extra = {} if partition is None else {"partition": partition}
         self.producer.produce(self.cfg.topics.frames, value=value, key=camera.encode(),
-                              headers=headers)
+                              headers=headers, **extra)
         return meta
 
     def flush(self) -> None:
