@@ -35,15 +35,19 @@ from typing import Any
 import orjson
 import redis
 
-from inspector.bus.store import StoreUnavailable
+from inspector.bus.store import StoreRejected, StoreUnavailable, record_fault
 
 
 @contextlib.contextmanager
 def redis_errors(what: str) -> Iterator[None]:
-    """Turn any Redis failure into StoreUnavailable, which pauses the stream loop."""
+    """Redis unreachable or not ready → StoreUnavailable, which pauses the stream loop;
+    a refusal retrying cannot fix (WRONGTYPE, a script error) → StoreRejected, which
+    dead-letters the record (``store_rejected``) and lets the stream go on."""
     try:
         yield
     except redis.RedisError as exc:
+        if record_fault(exc):
+            raise StoreRejected(f"Redis refused {what}: {exc}") from None
         raise StoreUnavailable(
             f"Redis unavailable during {what}: {exc}; act pauses, offsets not committed"
         ) from None

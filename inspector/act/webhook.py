@@ -259,7 +259,10 @@ class WebhookSender:
             original_partition=d.partition,
             original_offset=d.offset,
             original_headers={"webhook-id": base64.b64encode(d.id.encode()).decode()},
-            original_value_b64=base64.b64encode(d.body).decode(),
+            # the ticket itself only while it fits the record; size and digest always
+            original_value_b64=base64.b64encode(d.body).decode()
+            if len(d.body) * 4 // 3 < self.cfg.kafka.message_max_bytes // 2
+            else None,
             original_value_size=len(d.body),
             original_value_sha256=hashlib.sha256(d.body).hexdigest(),
             failed_at=time.time(),

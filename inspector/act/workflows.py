@@ -37,6 +37,7 @@ from inspector.config import (
 from inspector.events import (
     ActionEvent,
     ActionOutcome,
+    Finding,
     LineCommand,
     Payload,
     VerdictEvent,
@@ -92,6 +93,39 @@ def episode_id(workflow: str, line_id: str, verdict_id: str) -> str:
     return deterministic_id("episode", workflow, line_id, verdict_id)
 
 
+# What one notification or MES ticket may carry. A verdict may hold up to 4096 findings
+# and a 16 kB reason; copied whole, a notification overflows ActionEvent.detail (the
+# verdict would be dead-lettered instead of notified) and a ticket grows to the size of
+# the verdict (~1 MB), which receivers refuse and which no longer fits a dead-letter
+# record when the receiver gives up. The most severe findings come first; the totals
+# are always given.
+NOTIFY_MAX_CHARS = 1000
+NOTIFY_MAX_FINDINGS = 10
+TICKET_MAX_DEFECTS = 50
+TICKET_MAX_REASON = 1000
+_SEVERITY_RANK = {"critical": 0, "major": 1, "minor": 2}
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, marked with an ellipsis when cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def worst_first(v: VerdictEvent) -> list[Finding]:
+    return sorted(v.findings, key=lambda fd: (_SEVERITY_RANK.get(fd.severity, 3), -fd.score))
+
+
+def notify_text(v: VerdictEvent) -> str:
+    """One line for a person: where, what, the worst findings; never over NOTIFY_MAX_CHARS."""
+    shown = worst_first(v)[:NOTIFY_MAX_FINDINGS]
+    classes = ", ".join(f"{clip(fd.cls, 64)} {fd.score:.2f} {fd.severity}" for fd in shown)
+    if len(v.findings) > len(shown):
+        classes += f", and {len(v.findings) - len(shown)} more"
+    where = f"{v.line_id}/{v.camera_id} {v.verdict}: {v.rule}"
+    text = f"{where} ({classes})" if classes else where
+    return clip(text, NOTIFY_MAX_CHARS)
+
+
 def ticket_body(
     wf: MesTicketWorkflow, v: VerdictEvent, plant: str, ticket_id: str, created_at: float
 ) -> bytes:
@@ -111,8 +145,12 @@ def ticket_body(
             "verdict_id": v.verdict_id,
             "verdict": v.verdict,
             "rule": v.rule,
-            "reason": v.reason,
-            "defects": [fd.model_dump(mode="json", exclude_none=True) for fd in v.findings],
+            "reason": clip(v.reason, TICKET_MAX_REASON),
+            "defects": [
+                fd.model_dump(mode="json", exclude_none=True)
+                for fd in worst_first(v)[:TICKET_MAX_DEFECTS]
+            ],
+            "defects_total": len(v.findings),
             "evidence": evidence,
             "captured_at": v.timings.captured_at,
             "created_at": round(created_at, 3),
@@ -444,10 +482,7 @@ class ActEngine:
             self._event(fx, wf, v, "suppressed_dedup", time.time(), detail=rec["decision"])
             return
         at = float(rec["at"])
-        classes = ", ".join(f"{fd.cls} {fd.score:.2f} {fd.severity}" for fd in v.findings)
-        text = f"{v.line_id}/{v.camera_id} {v.verdict}: {v.rule}" + (
-            f" ({classes})" if classes else ""
-        )
+        text = notify_text(v)
         note = ActionEvent(
             action_id=action_id(wf.name, v.verdict_id),
             workflow=wf.name,

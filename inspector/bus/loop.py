@@ -5,8 +5,9 @@ Guarantees:
   record with its reason and original coordinates, and the batch goes on;
 - no record can stop the stage: when the handler fails on a batch for any reason but a
   transient one, the batch is redone one record at a time, and a record that still
-  fails after ``poison_attempts`` tries is dead-lettered (``handler_error``) with the
-  error; so is one whose outputs the broker refuses for good (too large, invalid);
+  fails after ``poison_attempts`` tries is dead-lettered (``handler_error``, or the
+  error's own ``dlq_reason`` such as ``store_rejected``) with the error; so is one
+  whose outputs the broker refuses for good (too large, invalid);
 - offsets are committed only after everything the batch produced (outputs and
   dead letters) was acknowledged by the broker, or inside the same transaction;
 - a transient failure (Redis down, broker not acknowledging) rewinds to the batch's
@@ -285,7 +286,9 @@ class StreamLoop(Generic[T]):
                         self.shutdown.wait(self.retry_initial_s)
             if failure is not None:
                 detail = f"{_describe(failure)} (failed {self.poison_attempts} times)"
-                self._commit_unit([m], partial(self._dead_letter_all, "handler_error", detail))
+                cause = failure.__cause__ or failure
+                reason = str(getattr(cause, "dlq_reason", "handler_error"))
+                self._commit_unit([m], partial(self._dead_letter_all, reason, detail))
 
     def _dead_letter_all(self, reason: str, detail: str, msgs: list[Message]) -> None:
         for m in msgs:

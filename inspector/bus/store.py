@@ -27,6 +27,54 @@ class StoreUnavailable(ServiceUnavailable):
     """Redis cannot be reached."""
 
 
+class StoreRejected(Exception):
+    """Redis answered and refused the command for this record's data: a key holding
+    another type (WRONGTYPE), a script error, an invalid argument. Retrying the same
+    record can never fix it, so the stream loop dead-letters the record (reason
+    ``store_rejected``) after ``poison_attempts`` instead of pausing the stage forever.
+    """
+
+    dlq_reason = "store_rejected"
+
+
+# Error replies that mean "not now" or "not this record's fault": a replica being
+# promoted (READONLY, MASTERDOWN), a dataset loading, memory full, a busy script, a
+# failed snapshot (MISCONF), an ACL the operator must fix (NOPERM). The stage pauses
+# and retries, as when Redis is unreachable. redis-py strips the code of the replies it
+# maps to its own classes, so those are recognised by class.
+TRANSIENT_REPLIES = frozenset(
+    {
+        *("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY"),
+        *("OOM", "NOREPLICAS", "MISCONF", "NOPERM", "NOAUTH", "WRONGPASS"),
+    }
+)
+_TRANSIENT_TYPES: tuple[type[Exception], ...] = tuple(
+    getattr(redis.exceptions, name)
+    for name in (
+        *("ReadOnlyError", "OutOfMemoryError", "NoPermissionError"),
+        *("TryAgainError", "ClusterDownError", "MasterDownError"),
+    )
+    if hasattr(redis.exceptions, name)
+)
+
+
+def record_fault(exc: redis.RedisError) -> bool:
+    """True when retrying the same command on the same data can never succeed."""
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, *_TRANSIENT_TYPES)):
+        return False  # AuthenticationError, BusyLoadingError are ConnectionErrors too
+    if isinstance(exc, redis.ResponseError):
+        code = getattr(exc, "status_code", None) or (str(exc).split(None, 1) or [""])[0]
+        return str(code).upper() not in TRANSIENT_REPLIES
+    return isinstance(exc, redis.DataError)
+
+
+def store_error(what: str, exc: redis.RedisError) -> Exception:
+    """StoreRejected for a refusal retrying cannot fix, else StoreUnavailable (pause)."""
+    if record_fault(exc):
+        return StoreRejected(f"Redis refused {what}: {exc}")
+    return StoreUnavailable(f"Redis unavailable during {what}: {exc}")
+
+
 def connect(settings: RedisSettings, *, check: bool = True) -> redis.Redis:
     """A client for the configured Redis; with ``check`` a PING proves it answers.
 
@@ -154,7 +202,7 @@ class FrameStore:
         try:
             values = self.client.mget(keys)
         except redis.RedisError as exc:
-            raise StoreUnavailable(f"Redis read failed: {exc}") from None
+            raise store_error("a batch read", exc) from None
         return list(values)  # type: ignore[arg-type]
 
     def extend(self, key: str, ttl_s: int) -> bool:

@@ -26,12 +26,13 @@ from typing import Any
 import cv2
 import numpy as np
 import orjson
+import redis
 from confluent_kafka import KafkaException, Message
 
 from inspector.bus.crypto import BlobError, store_sealer
 from inspector.bus.kafka import instance_id, make_producer, stage_consumer
 from inspector.bus.loop import RetryLater, StreamLoop
-from inspector.bus.store import FrameStore, StoreUnavailable, connect
+from inspector.bus.store import FrameStore, StoreUnavailable, connect, store_error
 from inspector.config import CameraSettings, LineSettings, PlantConfig
 from inspector.detect.model import Detector, load_detector
 from inspector.detect.rules import CompiledRules, Judgement, image_is_uniform, part_decision
@@ -418,8 +419,8 @@ class DetectWorker:
             return {}
         try:
             res = pipe.execute()
-        except Exception as exc:
-            raise RetryLater(f"Redis part tally failed: {exc}") from None
+        except redis.RedisError as exc:
+            raise store_error("the part tally", exc) from None
         return {fid: int(res[i]) for fid, i in order}
 
     def judge(
@@ -490,8 +491,8 @@ class DetectWorker:
             pipe.set(self.verdict_key(j.meta.frame_id), value, ex=ttl, nx=True, get=True)
         try:
             results = pipe.execute() if len(pipe) else []
-        except Exception as exc:  # redis errors: the batch is redone, ids are deterministic
-            raise RetryLater(f"Redis write failed: {exc}") from None
+        except redis.RedisError as exc:  # the batch is redone, ids are deterministic
+            raise store_error("the verdict write", exc) from None
         canonical: dict[str, bytes] = dict(decided)
         for j, value, idx in fresh:
             old = results[idx]

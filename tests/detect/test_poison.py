@@ -12,6 +12,7 @@ and act acts on every valid verdict and dead-letters every bad one.
 
 from __future__ import annotations
 
+import base64
 import signal
 import subprocess
 import sys
@@ -374,3 +375,32 @@ def test_poison_records_never_stop_the_plant(
           f"{n_valid_verdicts} verdicts acted on): settled {t_settled - t_produced:.1f}s after "
           f"the last record was produced, {took:.1f}s in all; worker peak RSS {peak_mb} MB")
     assert took < 60, f"took {took:.1f}s"
+
+
+def test_a_redis_refusal_dead_letters_the_frame_and_the_stream_goes_on(
+    make_config: Any, start_worker: Any, sim_frames: list[np.ndarray]
+) -> None:
+    """WRONGTYPE on one part's tally key: that frame is dead-lettered (store_rejected)
+    after poison_attempts; the others are judged. It used to pause the worker forever."""
+    cfg = detect_config(make_config)
+    pub = FramePublisher(cfg)
+    connect(cfg.redis).hset(pub.store.key("line-1:p-bad", "part-fails"), "x", "1")
+    ok = [pub.publish("cam-1", sim_frames[i]).frame_id for i in range(3)]
+    bad = pub.publish("cam-2", sim_frames[3], part_id="p-bad")
+    ok += [pub.publish("cam-1", sim_frames[i], part_id="p-ok").frame_id for i in (4, 5)]
+    pub.flush()
+    worker = start_worker(cfg)
+    col = Collector(cfg, [cfg.topics.verdicts, cfg.topics.dlq])
+    try:
+        col.wait(lambda: len(col.messages[cfg.topics.verdicts]) >= len(ok)
+                 and len(col.messages[cfg.topics.dlq]) >= 1, 60, "five verdicts, one dead letter")
+        col.drain()
+    finally:
+        col.close()
+    assert worker.thread.is_alive() and worker.error is None
+    judged = Counter(v.frame_id for v in col.payloads(cfg.topics.verdicts, VerdictEvent))
+    assert judged == dict.fromkeys(ok, 1)
+    [dead] = col.payloads(cfg.topics.dlq, DeadLetterRecord)
+    assert (dead.reason, dead.stage) == ("store_rejected", "detect"), dead
+    assert "WRONGTYPE" in dead.error and "part tally" in dead.error, dead.error
+    assert bad.frame_id.encode() in base64.b64decode(dead.original_value_b64 or "")
