@@ -183,8 +183,12 @@ def test_stop_line_fires_once_per_episode_respects_cooldown_and_resume(
                     verdict(10, cls="crack", t=t0 + 25),  # threshold again, same episode
                 ],
             )
+            # The stop command and the action events are on different topics: wait for both.
             col.wait(
-                lambda: outcomes(col, cfg)["suppressed_cooldown"] >= 1, 30, "cooldown suppression"
+                lambda: outcomes(col, cfg)["suppressed_cooldown"] >= 1
+                and len(commands(col, cfg, "stop")) >= 1,
+                30,
+                "cooldown suppression and the stop command",
             )
             [stop] = commands(col, cfg, "stop")
             assert stop.line_id == "line-1" and stop.verdict_id == "v-cam-2-7"
