@@ -181,9 +181,17 @@ def gallery_item(v: VerdictEvent) -> dict[str, Any]:
     }
 
 
+SEEN_WINDOW = 20_000
+
+
 class PlantView:
     def __init__(
-        self, cfg: PlantConfig, *, since: float | None = None, recent_verdicts: int = 5000
+        self,
+        cfg: PlantConfig,
+        *,
+        since: float | None = None,
+        recent_verdicts: int = 300,
+        seen_window: int = SEEN_WINDOW,
     ) -> None:
         self.cfg = cfg
         self.since = since
@@ -200,7 +208,11 @@ class PlantView:
         self.actions: deque[dict[str, Any]] = deque(maxlen=30)
         self.action_counts: Counter[tuple[str, str]] = Counter()
         self.events_seen: Counter[str] = Counter()
-        self._seen = BoundedSet(200_000)
+        # Memory is bounded by what the views show, not by the traffic: duplicates (a
+        # redelivered verdict) follow their original closely on the same partition, so
+        # a window of recent ids dedups them; full verdicts are kept only for the
+        # gallery and a short recent window — older details come from Redis' index.
+        self._seen = BoundedSet(seen_window)
         self._verdicts: OrderedDict[str, VerdictEvent] = OrderedDict()
         self._shown: dict[str, VerdictEvent] = {}  # gallery entries stay clickable
         self._recent_size = recent_verdicts
