@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 from inspector.config import PlantConfig
 from inspector.observe.aggregate import PlantView
+from tests.observe.conftest import TWO_LINES, verdict
 
 WINDOW = 2000
-from tests.observe.conftest import TWO_LINES, verdict
 
 
 def test_memory_is_bounded_by_the_views_not_by_the_traffic(
