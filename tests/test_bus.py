@@ -336,3 +336,58 @@ def test_kip848_group_session_is_set_on_the_broker_and_static_ids_are_stable(
         wait_for(lambda: member_ids() == ["detect-pod-7"], 30, "the static member")
     finally:
         consumer.close()
+
+class _RebalancedOnce:
+    """A real transactional producer whose first offset commit meets what a rebalance
+    that overtook the batch gives (ILLEGAL_GENERATION, abortable, not fatal)."""
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+        self.raised = 0
+
+    def send_offsets_to_transaction(self, *args: object) -> None:
+        from confluent_kafka import KafkaError, KafkaException
+
+        if not self.raised:
+            self.raised += 1
+            raise KafkaException(KafkaError(
+                KafkaError.ILLEGAL_GENERATION, "Specified group generation id is not valid",
+                fatal=False, retriable=False, txn_requires_abort=True))
+        self._inner.send_offsets_to_transaction(*args)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+
+def test_a_transaction_overtaken_by_a_rebalance_is_redone_not_fatal(plant: PlantConfig) -> None:
+    """An exactly-once stage whose offset commit fails with ILLEGAL_GENERATION (another
+    member joined mid-batch) aborts, rewinds and carries on: each output once."""
+    import uuid
+
+    create_topics(plant)
+    produce(plant, plant.topics.triggers,
+            [encode(trigger(i), source="t", time=1.0) for i in range(12)])
+    loop = echo_loop(plant, "g-txn-rebalance", transactional=True)
+    real = make_producer(plant.kafka, client_suffix="echo-txn",
+                         transactional_id=f"echo-{uuid.uuid4().hex[:8]}")
+    flaky = _RebalancedOnce(real)
+    loop.producer = flaky  # type: ignore[assignment]
+
+    def produce_with(batch: list) -> None:  # type: ignore[type-arg]
+        for _msg, ev in batch:
+            value, headers = encode(ev, source="echo", time=ev.at)
+            real.produce(plant.topics.actions, value=value, headers=headers,
+                         on_delivery=loop.tracker)
+
+    loop.handle = produce_with  # type: ignore[method-assign]
+    t = start(loop)
+    try:
+        wait_for(lambda: loop.stats.records >= 12, 40, "every trigger after the retry")
+        assert t.is_alive(), "a rebalance must not stop an exactly-once stage"
+    finally:
+        loop.shutdown.request()
+        t.join(15)
+    assert flaky.raised == 1 and loop.stats.retries == 1
+    outs = read(plant, [plant.topics.actions], timeout_s=20, quiet_s=2)  # read_committed
+    ids = sorted(decode(m.value(), m.headers(), PartTrigger).part_id for m in outs)
+    assert ids == sorted(f"p{i}" for i in range(12)), "the aborted batch leaked or was lost"

@@ -45,6 +45,22 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+
+# Group errors a transactional offset commit meets when a rebalance overtook the batch:
+# abortable, not fatal — the member carries on with its new assignment.
+REBALANCE_ERRORS = frozenset(
+    {
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError.REBALANCE_IN_PROGRESS,
+    }
+)
+
+
+def lost_in_rebalance(exc: BaseException) -> bool:
+    err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    return isinstance(err, KafkaError) and not err.fatal() and err.code() in REBALANCE_ERRORS
+
 class RetryLater(Exception):
     """Raised by a handler when the batch cannot be processed *now* (not the input's fault)."""
 
@@ -322,6 +338,10 @@ class StreamLoop(Generic[T]):
                 if permanent and isinstance(exc, KafkaException):
                     # the transaction failed because the broker refused an output for good
                     raise DeliveryFailed("; ".join(errors), permanent=True) from exc
+                if lost_in_rebalance(exc):
+                    # The group moved on (a member joined or left) while this batch ran:
+                    # its transaction is aborted, the partitions' new owners redo it.
+                    raise RetryLater(f"transaction aborted by a rebalance: {exc}") from exc
                 raise
             self.tracker.clear()
         else:
