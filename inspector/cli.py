@@ -158,6 +158,7 @@ STAGE_COMMANDS: list[str] = [
     "inspector.detect.commands",
     "inspector.act.commands",
     "inspector.observe.commands",
+    "inspector.dataset.commands",
 ]
 
 _register_stages()

@@ -1,0 +1,63 @@
+"""CLI commands for datasets: ``inspector dataset import``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+dataset_app = typer.Typer(help="Labelled datasets.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(dataset_app, name="dataset")
+
+
+@dataset_app.command("import")
+def import_cmd(
+    src: Path = typer.Argument(..., help="The dataset folder as you have it."),
+    fmt: str = typer.Option(..., "--format", "-f", help="voc, coco or yolo."),
+    out: Path = typer.Option(..., "--out", "-o", help="New folder for the YOLO layout."),
+    classes: str | None = typer.Option(
+        None, "--classes", help="Comma-separated class order (default: sorted names found)."
+    ),
+    val_fraction: float = typer.Option(
+        0.2,
+        "--val-fraction",
+        min=0.0,
+        max=0.9,
+        help="Share of images without a split in the source that go to val.",
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of that split (reproducible)."),
+    skip_invalid: bool = typer.Option(
+        False, "--skip-invalid", help="Leave images with broken annotations out (counted)."
+    ),
+    copy: bool = typer.Option(False, "--copy", help="Copy images instead of linking them."),
+) -> None:
+    """Validate a Pascal VOC, COCO or YOLO dataset; write it as `inspector train` takes it."""
+    from inspector.cli import fail
+    from inspector.dataset.importers import DatasetError, import_dataset, summary_lines
+
+    if fmt not in ("voc", "coco", "yolo"):
+        raise fail(f"--format must be voc, coco or yolo, not {fmt!r}")
+    names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+    try:
+        report = import_dataset(
+            src,
+            fmt,
+            out,  # type: ignore[arg-type]
+            classes=names,
+            val_fraction=val_fraction,
+            seed=seed,
+            skip_invalid=skip_invalid,
+            copy=copy,
+        )
+    except DatasetError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        for p in exc.problems:
+            typer.echo(f"  {p}", err=True)
+        raise typer.Exit(2) from None
+    for line in summary_lines(report):
+        typer.echo(line)
+    data = out / "data.yaml"
+    typer.echo(f"wrote {data} — train with: inspector train --data {data}")
