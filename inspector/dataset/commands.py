@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import typer
 
@@ -36,7 +37,7 @@ def import_cmd(
 ) -> None:
     """Validate a Pascal VOC, COCO or YOLO dataset; write it as `inspector train` takes it."""
     from inspector.cli import fail
-    from inspector.dataset.importers import DatasetError, import_dataset, summary_lines
+    from inspector.dataset.importers import DatasetError, Format, import_dataset, summary_lines
 
     if fmt not in ("voc", "coco", "yolo"):
         raise fail(f"--format must be voc, coco or yolo, not {fmt!r}")
@@ -44,8 +45,8 @@ def import_cmd(
     try:
         report = import_dataset(
             src,
-            fmt,
-            out,  # type: ignore[arg-type]
+            cast(Format, fmt),
+            out,
             classes=names,
             val_fraction=val_fraction,
             seed=seed,
