@@ -30,7 +30,7 @@ from confluent_kafka import Producer
 from inspector.act.signing import signed_headers
 from inspector.act.state import Keys, Scripts, redis_errors
 from inspector.bus.kafka import Shutdown
-from inspector.bus.store import StoreUnavailable
+from inspector.bus.store import StoreRejected, StoreUnavailable
 from inspector.config import MesTicketWorkflow, PlantConfig, RetrySettings
 from inspector.events import ActionEvent, ActionOutcome, DeadLetterRecord, encode
 from inspector.metrics import ACTIONS, WEBHOOK_OUTBOX, WEBHOOK_SECONDS
@@ -175,13 +175,19 @@ class WebhookSender:
     # ------------------------------------------------------------------ one delivery
 
     def deliver(self, did: str) -> None:
-        with redis_errors("loading a webhook delivery"):
-            raw = self.client.hgetall(self.keys.delivery(did))
-        if not raw:  # completed by another sender between claim and load
+        try:
+            with redis_errors("loading a webhook delivery"):
+                raw = self.client.hgetall(self.keys.delivery(did))
+            d = Delivery.from_hash(raw) if raw else None  # type: ignore[arg-type]
+        except (StoreRejected, KeyError, ValueError) as exc:
+            # Not a hash, or one without the fields we wrote: no retry can read it, so it
+            # leaves the outbox (dead-lettered) instead of being claimed again forever.
+            self._discard(did, f"{type(exc).__name__}: {exc}")
+            return
+        if d is None:  # completed by another sender between claim and load
             with redis_errors("cleaning the outbox"):
                 self.client.zrem(self.keys.outbox, did)
             return
-        d = Delivery.from_hash(raw)  # type: ignore[arg-type]
         wf = self.workflows.get(d.workflow)
         attempt_no = d.attempts + 1
         if wf is None:
@@ -278,6 +284,24 @@ class WebhookSender:
             "webhook given up, dead-lettered",
             extra={"workflow": d.workflow, "webhook_id": d.id, "attempt": attempt_no,
                    "reason": reason, "error": detail},
+        )
+
+    def _discard(self, did: str, why: str) -> None:
+        rec = DeadLetterRecord(
+            reason="webhook_unreadable",
+            error=f"webhook delivery {did[:200]} cannot be read from Redis: {why}"[:2000],
+            stage="act",
+            original_headers={"webhook-id": base64.b64encode(did.encode()[:512]).decode()},
+            failed_at=time.time(),
+        )
+        value, headers = encode(rec, source=SOURCE, time=rec.failed_at)
+        self.producer.produce(self.cfg.topics.dlq, value=value, headers=headers)
+        self.producer.flush(5)
+        with redis_errors("dropping an unreadable webhook delivery"):
+            self.client.zrem(self.keys.outbox, did)
+        log.error(
+            "unreadable webhook delivery dropped from the outbox, dead-lettered",
+            extra={"webhook_id": did[:200], "error": why[:300]},
         )
 
     def _event(

@@ -177,3 +177,33 @@ def test_a_redis_refusal_dead_letters_the_record_and_the_stream_goes_on(
     c1 = line_counters(client, cfg.redis.key_prefix, "line-1")
     assert c1.failed == 6
     assert took < 30
+
+
+def test_an_unreadable_webhook_delivery_leaves_the_outbox(make_config: MakeConfig) -> None:
+    """A delivery that is not a hash (WRONGTYPE) or lacks its fields is dead-lettered
+    (webhook_unreadable) and dropped; it used to be claimed again after every lease."""
+    with MesStub(secrets=[OLD]) as mes:
+        cfg = act_config(make_config, mes_workflow(mes.url))
+        client = connect(cfg.redis)
+        keys = Keys(cfg.redis.key_prefix)
+        client.set(keys.delivery("msg_wrongtype"), b"not a hash")
+        client.hset(keys.delivery("msg_partial"), mapping={"id": "msg_partial"})
+        client.zadd(keys.outbox, {"msg_wrongtype": 0, "msg_partial": 0})
+        send(cfg, [verdict(1, cls="crack")])
+        col = Collector(cfg, [cfg.topics.actions, cfg.topics.dlq])
+        try:
+            with RunningAct(cfg) as act:
+                col.wait(lambda: outcomes(col, cfg)["fired"] == 1
+                         and len(col.messages[cfg.topics.dlq]) == 2, 30,
+                         "the ticket delivered and two unreadable deliveries dead-lettered")
+                assert act.service.sender.alive()
+            col.drain()
+        finally:
+            col.close()
+        dead = col.payloads(cfg.topics.dlq, DeadLetterRecord)
+        assert {d.reason for d in dead} == {"webhook_unreadable"}
+        errors = sorted(d.error for d in dead)
+        assert "KeyError" in errors[0] and "msg_partial" in errors[0], errors
+        assert "WRONGTYPE" in errors[1] and "msg_wrongtype" in errors[1], errors
+        assert client.zcard(keys.outbox) == 0
+        assert mes.snapshot()["tickets"] == 1
