@@ -45,6 +45,17 @@ def load_or_exit(path: Path) -> PlantConfig:
         raise typer.Exit(2) from None
 
 
+def traces_or_exit(cfg: PlantConfig, service: str) -> None:
+    """Set the process's span exporter up per ``observe.traces``, or exit 2 saying why."""
+    from inspector.observe.tracing import TracingUnavailable, setup
+
+    o = cfg.observe
+    try:
+        setup(service, o.traces, o.otlp_endpoint, o.traces_file)
+    except TracingUnavailable as exc:
+        raise fail(str(exc), 2) from None
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"inspector {__version__}")

@@ -766,11 +766,39 @@ class ObserveSettings(Strict):
         None, title="Dashboard TLS private key (PEM path)", min_length=1, max_length=1000
     )
     log_format: Literal["auto", "json", "human"] = Field("auto", title="Log format")
+    traces: Literal["off", "otlp", "file"] = Field(
+        "off",
+        title="Where ingest, worker and act send their OpenTelemetry spans",
+        description="off: no SDK is set up (records still carry W3C traceparents); otlp: "
+        "OTLP/HTTP to otlp_endpoint (needs the opentelemetry-exporter-otlp-proto-http "
+        "package); file: one JSON span per line appended to traces_file.",
+    )
+    otlp_endpoint: str | None = Field(
+        None,
+        title="OTLP/HTTP traces endpoint (traces: otlp)",
+        description="e.g. http://collector:4318/v1/traces; unset: the exporter's own default "
+        "or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT.",
+        pattern=r"^https?://\S+$",
+        max_length=1000,
+    )
+    traces_file: str | None = Field(
+        None, title="JSON-lines span file (traces: file)", min_length=1, max_length=1000
+    )
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ObserveSettings:
         if (self.dashboard_tls_cert is None) != (self.dashboard_tls_key is None):
             raise ValueError("dashboard_tls_cert and dashboard_tls_key go together")
+        return self
+
+    @model_validator(mode="after")
+    def _traces(self) -> ObserveSettings:
+        if self.traces == "file" and self.traces_file is None:
+            raise ValueError("traces: file needs traces_file")
+        if self.traces_file is not None and self.traces != "file":
+            raise ValueError("traces_file is only used with traces: file")
+        if self.otlp_endpoint is not None and self.traces != "otlp":
+            raise ValueError("otlp_endpoint is only used with traces: otlp")
         return self
 
 

@@ -46,7 +46,7 @@ from inspector.events import (
 )
 from inspector.faults import is_inspection_fault
 from inspector.metrics import ACTIONS
-from inspector.observe.tracing import child_headers
+from inspector.observe import tracing
 
 log = logging.getLogger(__name__)
 
@@ -188,15 +188,15 @@ class ActEngine:
     ) -> BatchEffects:
         self.count(batch)
         fx = BatchEffects()
-        causes: list[Message] = []  # the verdict record behind each outgoing message
+        traces: list[str] = []  # the traceparent each outgoing message carries
         for msg, v in batch:
+            parent = tracing.traceparent_from_headers(msg.headers())
             for wf in self.workflows:
-                self.apply(wf, v, msg, fx)
-            causes += [msg] * (len(fx.messages) - len(causes))
-        for (topic, key, payload), cause in zip(fx.messages, causes, strict=True):
+                self.apply_traced(wf, v, msg, fx, parent, traces)
+        for (topic, key, payload), tp in zip(fx.messages, traces, strict=True):
             value, headers = encode(payload, source=SOURCE, time=time.time())
             # Actions continue the frame's trace (ingest → worker → act).
-            headers, _ = child_headers(cause.headers(), headers)
+            headers = tracing.with_traceparent(headers, tp)
             producer.produce(topic, value=value, key=key.encode(), headers=headers,
                              on_delivery=tracker)
         tracker.flush(producer)  # raises DeliveryFailed → the loop rewinds; records stay pending
@@ -221,6 +221,46 @@ class ActEngine:
             self.scripts.count(keys=keys, args=args)
 
     # ------------------------------------------------------------------ per workflow
+
+    def apply_traced(
+        self,
+        wf: AnyWorkflow,
+        v: VerdictEvent,
+        msg: Message,
+        fx: BatchEffects,
+        parent: str | None,
+        traces: list[str],
+    ) -> None:
+        """``apply``, recorded as an ``act.<kind>`` span continuing the verdict's trace
+        when the workflow decided something (a workflow that does not match records
+        nothing); its messages carry that span's context."""
+        started = time.time_ns()
+        n_msgs, n_outcomes = len(fx.messages), len(fx.outcomes)
+        self.apply(wf, v, msg, fx)
+        if len(fx.messages) == n_msgs and len(fx.outcomes) == n_outcomes:
+            return
+        span = tracing.start(
+            f"act.{wf.kind}",
+            parent,
+            {
+                "inspector.workflow": wf.name,
+                "inspector.verdict": v.verdict,
+                "inspector.verdict_id": v.verdict_id,
+                "inspector.frame_id": v.frame_id,
+                "inspector.camera_id": v.camera_id,
+                "inspector.line_id": v.line_id,
+            },
+            start_time=started,
+        )
+        if span.is_recording():
+            if len(fx.outcomes) > n_outcomes:
+                span.set_attribute("inspector.outcome", fx.outcomes[-1][1])
+            commands = [p.command for _, _, p in fx.messages[n_msgs:] if isinstance(p, LineCommand)]
+            if commands:
+                span.set_attribute("inspector.commands", commands)
+        span.end()
+        tp = tracing.traceparent_of(span, parent)
+        traces += [tp] * (len(fx.messages) - n_msgs)
 
     def apply(self, wf: AnyWorkflow, v: VerdictEvent, msg: Message, fx: BatchEffects) -> None:
         if isinstance(wf, StopLineWorkflow):

@@ -74,13 +74,14 @@ def worker_cmd(
     ),
 ) -> None:
     """Run a detection worker (one member of the consumer group)."""
-    from inspector.cli import load_or_exit
+    from inspector.cli import load_or_exit, traces_or_exit
     from inspector.detect.model import ModelError
     from inspector.detect.worker import run_worker
     from inspector.logs import setup_logging
 
     cfg = load_or_exit(config)
     setup_logging("worker", cfg.observe.log_format)
+    traces_or_exit(cfg, "worker")
     try:
         code = run_worker(cfg, metrics_port=metrics_port)
     except ModelError as exc:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from inspector.cli import ConfigOpt, fail, load_or_exit
+from inspector.cli import ConfigOpt, fail, load_or_exit, traces_or_exit
 
 
 def register(app: typer.Typer) -> None:
@@ -38,6 +38,7 @@ def ingest(
     if metrics_port is not None and not 0 <= metrics_port <= 65535:
         raise fail(f"--metrics-port {metrics_port} is not a port number", 2)
     setup_logging("ingest", cfg.observe.log_format)
+    traces_or_exit(cfg, "ingest")
     shutdown = Shutdown().install()
     try:
         run_ingest(cfg, shutdown, cameras=camera or None, metrics_port=metrics_port)

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from opentelemetry.trace import Span, SpanKind
 
 from inspector.bus.store import FrameStore, StoreUnavailable
 from inspector.config import PlantConfig
@@ -34,7 +35,7 @@ from inspector.metrics import (
     CAPTURE_TO_PUBLISH,
     FRAMES_INGESTED,
 )
-from inspector.observe.tracing import new_traceparent
+from inspector.observe import tracing
 
 log = logging.getLogger(__name__)
 
@@ -121,17 +122,41 @@ class FramePublisher:
             self.inflight -= 1
 
     def publish(self, reader: CameraReader, frame: CapturedFrame) -> bool:
-        """Encode, store and produce one frame; False (and a counted drop) if it could not."""
+        """Encode, store and produce one frame; False (and a counted drop) if it could not.
+
+        The frame's trace starts here: an ``ingest.publish`` span (with an SDK) from
+        now until the broker acknowledged the record, or until the frame was dropped.
+        """
+        span = tracing.start(
+            "ingest.publish",
+            None,
+            {
+                "inspector.camera_id": frame.camera_id,
+                "inspector.line_id": frame.line_id,
+                "inspector.frame_id": f"{frame.camera_id}:{self.run_id}:{frame.seq}",
+                "inspector.seq": frame.seq,
+            },
+            kind=SpanKind.PRODUCER,
+        )
         if not self._reserve():
-            reader.drop("broker_backlog")
+            self._drop(reader, span, "broker_backlog")
             return False
         try:
-            return self._publish(reader, frame)
-        except Exception:
+            return self._publish(reader, frame, span)
+        except Exception as exc:
             self._release()
+            tracing.fail(span, str(exc)[:200])
+            span.end()
             raise
 
-    def _publish(self, reader: CameraReader, frame: CapturedFrame) -> bool:
+    @staticmethod
+    def _drop(reader: CameraReader, span: Span, reason: str) -> None:
+        reader.drop(reason)
+        span.set_attribute("inspector.drop_reason", reason)
+        tracing.fail(span, f"dropped: {reason}")
+        span.end()
+
+    def _publish(self, reader: CameraReader, frame: CapturedFrame, span: Span) -> bool:
         frames = self.cfg.frames
         camera = frame.camera_id
         privacy = self.privacy.get(camera)
@@ -141,7 +166,7 @@ class FramePublisher:
                 privacy.apply(frame.image)
             except RedactionFailed as exc:
                 self._release()
-                reader.drop("redaction_failed")
+                self._drop(reader, span, "redaction_failed")
                 log.warning(
                     "frame dropped: redaction model failed",
                     extra={"camera": camera, "error": str(exc)},
@@ -161,7 +186,9 @@ class FramePublisher:
             width=w,
             height=h,
             part_id=part_id,
-            traceparent=new_traceparent(),
+            # The frame's traceparent is the publish span's own context (a plain W3C
+            # root without an SDK), so the worker's spans are its children.
+            traceparent=tracing.traceparent_of(span, None),
         )
         if frames.transport == "inline":
             limit = self.cfg.kafka.message_max_bytes
@@ -176,7 +203,7 @@ class FramePublisher:
             encoded = encode_to_fit(frame.image, frames.jpeg_quality, fits)
             if encoded is None:
                 self._release()
-                reader.drop("oversized")
+                self._drop(reader, span, "oversized")
                 log.warning(
                     "frame too large for an inline record even at the lowest quality",
                     extra={"camera": camera, "limit": limit},
@@ -194,7 +221,7 @@ class FramePublisher:
                 claim_key = self.store.put(frame_id, jpeg)
             except StoreUnavailable as exc:
                 self._release()
-                reader.drop("redis_unavailable")
+                self._drop(reader, span, "redis_unavailable")
                 log.warning("frame not stored", extra={"camera": camera, "error": str(exc)})
                 return False
             meta = FrameMeta(
@@ -205,29 +232,41 @@ class FramePublisher:
                 size_bytes=len(jpeg),
             )
             value, headers = encode_frame(meta, None, source=self.source)
-        on_delivery = functools.partial(self._delivered, reader, frame)
+        span.set_attribute("inspector.storage", meta.storage)
+        span.set_attribute("inspector.size_bytes", meta.size_bytes)
+        on_delivery = functools.partial(self._delivered, reader, frame, span)
         try:
             self.producer.produce(
                 self.topic, value=value, key=key, headers=headers, on_delivery=on_delivery
             )
         except BufferError:
             self._release()
-            reader.drop("producer_queue_full")
+            self._drop(reader, span, "producer_queue_full")
             return False
         except KafkaException as exc:
             self._release()
-            reader.drop("produce_error")
+            self._drop(reader, span, "produce_error")
             log.warning("frame not produced", extra={"camera": camera, "error": str(exc)})
             return False
         return True
 
     def _delivered(
-        self, reader: CameraReader, frame: CapturedFrame, err: KafkaError | None, msg: Message
+        self,
+        reader: CameraReader,
+        frame: CapturedFrame,
+        span: Span,
+        err: KafkaError | None,
+        msg: Message,
     ) -> None:
         self._release()
         if err is not None:
-            reader.drop(self._refused(frame, err, msg))
+            self._drop(reader, span, self._refused(frame, err, msg))
             return
+        if span.is_recording():
+            span.set_attribute("messaging.destination.name", self.topic)
+            span.set_attribute("messaging.destination.partition.id", str(msg.partition()))
+            span.set_attribute("messaging.kafka.offset", msg.offset() or 0)
+        span.end()
         reader.stats.frames_ingested += 1
         FRAMES_INGESTED.labels(frame.line_id, frame.camera_id).inc()
         CAPTURE_TO_PUBLISH.labels(frame.camera_id).observe(time.time() - frame.captured_at)

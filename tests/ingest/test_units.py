@@ -11,7 +11,7 @@ import pytest
 
 from inspector.events import PartTrigger
 from inspector.ingest import rtsp
-from inspector.ingest.publisher import encode_jpeg, encode_to_fit, new_traceparent
+from inspector.ingest.publisher import encode_jpeg, encode_to_fit
 from inspector.ingest.state import (
     Backoff,
     CameraStateMachine,
@@ -21,6 +21,7 @@ from inspector.ingest.state import (
     Transition,
 )
 from inspector.ingest.triggers import PartTagger, part_windows
+from inspector.observe.tracing import new_traceparent
 
 # --------------------------------------------------------------------------- state machine
 

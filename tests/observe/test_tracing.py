@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
 from inspector.events import FrameMeta, encode_frame
 from inspector.observe.tracing import (
     child_headers,
@@ -84,3 +90,114 @@ def test_span_without_an_sdk_still_yields_a_child() -> None:
     assert child.span_id != "00f067aa0ba902b7"
     with span("root", None) as tp:
         assert parse_traceparent(tp) is not None
+
+
+def test_no_sdk_means_no_span_objects() -> None:
+    from opentelemetry import trace
+
+    from inspector.observe import tracing
+
+    assert not tracing.enabled()
+    s = tracing.start("detect.judge", SPEC_EXAMPLE, {"inspector.frame_id": "f"})
+    assert s is trace.INVALID_SPAN and not s.is_recording()
+    child = parse_traceparent(tracing.traceparent_of(s, SPEC_EXAMPLE))
+    assert child is not None and child.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert child.span_id != "00f067aa0ba902b7"
+    root = parse_traceparent(tracing.traceparent_of(s, None))
+    assert root is not None and root.trace_id != child.trace_id
+
+
+def test_with_an_sdk_outputs_carry_the_recorded_span() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from inspector.observe import tracing
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.configure(provider)
+    try:
+        assert tracing.enabled()
+        with span("detect.judge", SPEC_EXAMPLE, {"inspector.verdict": "FAIL"}) as tp:
+            pass
+        root = tracing.start("ingest.publish", None)
+        root_tp = tracing.traceparent_of(root, None)
+        tracing.fail(root, "dropped: oversized")
+        root.end()
+        unsampled = tracing.start("act.divert", SPEC_EXAMPLE[:-2] + "00")
+        unsampled_tp = tracing.traceparent_of(unsampled, None)
+        unsampled.end()
+    finally:
+        tracing.configure(None)
+    assert not tracing.enabled()
+    judge, publish = exporter.get_finished_spans()  # the unsampled one is not recorded
+    assert judge.name == "detect.judge" and judge.attributes == {"inspector.verdict": "FAIL"}
+    assert judge.parent is not None and judge.parent.is_remote
+    assert format(judge.parent.span_id, "016x") == "00f067aa0ba902b7"
+    assert judge.context is not None
+    assert tp == f"00-4bf92f3577b34da6a3ce929d0e0e4736-{judge.context.span_id:016x}-01"
+    assert publish.parent is None and publish.context is not None
+    assert root_tp == f"00-{publish.context.trace_id:032x}-{publish.context.span_id:016x}-01"
+    assert publish.status.description == "dropped: oversized"
+    # an unsampled parent: not recorded, and the output stays unsampled in the same trace
+    out = parse_traceparent(unsampled_tp)
+    assert out is not None and not out.sampled
+    assert out.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def test_traces_file_exporter_writes_one_json_span_per_line(tmp_path: Path) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from inspector.observe import tracing
+
+    path = tmp_path / "spans.jsonl"
+    provider = tracing.setup("worker", "file", None, str(path))
+    assert isinstance(provider, TracerProvider)
+    try:
+        with span("detect.judge", SPEC_EXAMPLE, {"inspector.verdict": "PASS"}):
+            pass
+    finally:
+        tracing.configure(None)
+        provider.shutdown()  # flushes the batch
+    (line,) = path.read_text().splitlines()
+    rec = json.loads(line)
+    assert rec["name"] == "detect.judge"
+    assert rec["context"]["trace_id"] == "0x4bf92f3577b34da6a3ce929d0e0e4736"
+    assert rec["parent_id"] == "0x00f067aa0ba902b7"
+    assert rec["attributes"] == {"inspector.verdict": "PASS"}
+    assert rec["resource"]["attributes"]["service.name"] == "inspector-worker"
+    assert tracing.setup("worker", "off", None, None) is None
+    assert not tracing.enabled()
+
+
+def test_otlp_without_its_exporter_package_is_a_clear_error() -> None:
+    from inspector.observe import tracing
+
+    try:
+        import opentelemetry.exporter.otlp.proto.http  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("the OTLP exporter is installed here")
+    with pytest.raises(tracing.TracingUnavailable, match="opentelemetry-exporter-otlp-proto-http"):
+        tracing.setup("act", "otlp", "http://127.0.0.1:4318/v1/traces", None)
+    assert not tracing.enabled()
+
+
+def test_traces_config_is_checked() -> None:
+    from inspector.config import ObserveSettings
+
+    assert ObserveSettings().traces == "off"
+    ok = ObserveSettings(traces="otlp", otlp_endpoint="http://collector:4318/v1/traces")
+    assert ok.otlp_endpoint == "http://collector:4318/v1/traces"
+    for bad, why in (
+        ({"traces": "file"}, "needs traces_file"),
+        ({"traces_file": "/tmp/x"}, "only used with traces: file"),
+        ({"otlp_endpoint": "http://c:4318"}, "only used with traces: otlp"),
+        ({"traces": "otlp", "otlp_endpoint": "collector:4318"}, "pattern"),
+        ({"traces": "jaeger"}, "traces"),
+    ):
+        with pytest.raises(ValidationError, match=why):
+            ObserveSettings(**bad)
