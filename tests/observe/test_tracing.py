@@ -201,3 +201,37 @@ def test_traces_config_is_checked() -> None:
     ):
         with pytest.raises(ValidationError, match=why):
             ObserveSettings(**bad)
+
+
+def test_each_stage_command_sets_its_exporter_up_first(tmp_path: Path) -> None:
+    """`inspector ingest|worker|act` read observe.traces before touching a server: an
+    OTLP exporter that is not installed stops them at once with exit 2."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from inspector.cli import app
+    from inspector.observe import tracing
+
+    try:
+        import opentelemetry.exporter.otlp.proto.http  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("the OTLP exporter is installed here")
+    path = tmp_path / "plant.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "plant": "p",
+                "kafka": {"bootstrap_servers": "127.0.0.1:1"},  # nothing listens there
+                "redis": {"url": "redis://127.0.0.1:1/0"},
+                "lines": [{"id": "line-1", "cameras": [{"id": "cam-1", "url": "rtsp://x/1"}]}],
+                "observe": {"traces": "otlp", "otlp_endpoint": "http://127.0.0.1:1/v1/traces"},
+            }
+        )
+    )
+    for stage in ("ingest", "worker", "act"):
+        result = CliRunner().invoke(app, [stage, "--config", str(path)])
+        assert result.exit_code == 2, (stage, result.output)
+        assert "opentelemetry-exporter-otlp-proto-http" in result.output, stage
+    assert not tracing.enabled()
