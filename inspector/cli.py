@@ -170,6 +170,7 @@ STAGE_COMMANDS: list[str] = [
     "inspector.act.commands",
     "inspector.observe.commands",
     "inspector.dataset.commands",
+    "inspector.lake.commands",
 ]
 
 _register_stages()

@@ -814,6 +814,88 @@ class IngestSettings(Strict):
     )
 
 
+# --------------------------------------------------------------------------- lake
+
+LakeTable = Literal["verdicts", "actions", "camera_status", "defects"]
+
+
+def _all_lake_tables() -> list[LakeTable]:
+    return ["verdicts", "actions", "camera_status", "defects"]
+
+
+class LakeSettings(Strict):
+    """``inspector sink`` and ``inspector kpi``: Apache Iceberg tables of the plant's events."""
+
+    data_dir: str = Field(
+        "lake",
+        title="Lake data directory",
+        description="Holds the SQLite catalog and the warehouse unless catalog_uri or "
+        "warehouse say otherwise (relative paths are relative to the working directory).",
+        min_length=1,
+        max_length=1000,
+    )
+    catalog_name: str = Field(
+        "inspector", title="Iceberg catalog name", pattern=r"^[A-Za-z0-9_-]{1,64}$"
+    )
+    catalog_uri: str | None = Field(
+        None,
+        title="SQL catalog URI (SQLAlchemy)",
+        description="Default sqlite:///<data_dir>/catalog.db.",
+        min_length=10,
+        max_length=2000,
+    )
+    warehouse: str | None = Field(
+        None,
+        title="Warehouse location",
+        description="Where data and metadata files go; default file://<data_dir>/warehouse.",
+        min_length=1,
+        max_length=2000,
+    )
+    namespace: str = Field("inspector", title="Table namespace", pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    tables: list[LakeTable] = Field(
+        default_factory=_all_lake_tables,
+        title="Tables the sink writes (one per topic)",
+        min_length=1,
+        max_length=4,
+    )
+    group_id: str = Field("inspector-lake", title="Consumer group", min_length=1, max_length=200)
+    roll_bytes: int = Field(
+        64 * 1024 * 1024,
+        title="Commit when the buffered events reach this size",
+        description="Measured on the events' JSON; the Parquet files are smaller.",
+        ge=1024,
+        le=1024**3,
+    )
+    roll_s: float = Field(
+        60.0, title="Commit at least this often while events arrive", gt=0, le=3600
+    )
+    max_poll_records: int = Field(2000, title="Records per poll", ge=1, le=100000)
+    commit_attempts: int = Field(
+        20, title="Tries of one commit against concurrent committers", ge=1, le=1000
+    )
+    retry_max_s: float = Field(
+        5.0, title="Backoff cap while the catalog is unreachable", gt=0, le=600
+    )
+    port: int = Field(9104, title="sink metrics/health port (0 = off)", ge=0, le=65535)
+
+    @field_validator("tables")
+    @classmethod
+    def _unique_tables(cls, v: list[LakeTable]) -> list[LakeTable]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"duplicate tables: {v}")
+        return v
+
+    def resolved_catalog_uri(self) -> str:
+        if self.catalog_uri:
+            return self.catalog_uri
+        return f"sqlite:///{(Path(self.data_dir) / 'catalog.db').resolve()}"
+
+    def resolved_warehouse(self) -> str:
+        if self.warehouse:
+            return self.warehouse
+        return (Path(self.data_dir) / "warehouse").resolve().as_uri()
+
+
 # --------------------------------------------------------------------------- plant
 
 
@@ -834,6 +916,7 @@ class PlantConfig(Strict):
     observe: ObserveSettings = Field(
         default_factory=lambda: ObserveSettings(), title="Observability"
     )
+    lake: LakeSettings = Field(default_factory=lambda: LakeSettings(), title="Lakehouse")
 
     @model_validator(mode="after")
     def _cross_refs(self) -> PlantConfig:

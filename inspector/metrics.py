@@ -72,3 +72,9 @@ OBSERVE_SKIPPED = Counter(
     "inspector_dashboard_skipped_total", "Records the dashboard could not decode", ["reason"]
 )
 DASHBOARD_CLIENTS = Gauge("inspector_dashboard_clients", "Open live-update (SSE) connections")
+LAKE_ROWS = Counter("inspector_lake_rows_total", "Rows committed to the lake", ["table"])
+LAKE_COMMITS = Counter(
+    "inspector_lake_commits_total",
+    "Lake commit attempts by outcome (committed, conflict, partition_taken)",
+    ["table", "outcome"],
+)

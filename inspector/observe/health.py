@@ -71,8 +71,10 @@ class HealthServer:
         heartbeat: Heartbeat,
         checks: dict[str, Check] | None = None,
         check_cache_s: float = 1.0,
+        why: Callable[[], dict[str, str]] | None = None,
     ) -> None:
         self.heartbeat = heartbeat
+        self.why = why
         self.ready = Readiness(checks, check_cache_s)
         self.httpd = ThreadingHTTPServer((host, port), self._handler())
         self.httpd.daemon_threads = True
@@ -118,7 +120,11 @@ class HealthServer:
                 elif path == "/readyz":
                     checks = server.readiness()
                     ok = all(checks.values())
-                    self._send(200 if ok else 503, orjson.dumps({"ready": ok, "checks": checks}))
+                    body: dict[str, object] = {"ready": ok, "checks": checks}
+                    why = server.why() if server.why else {}
+                    if why:
+                        body["why"] = why
+                    self._send(200 if ok else 503, orjson.dumps(body))
                 else:
                     self._send(404, b'{"error":"not found"}')
 
@@ -129,13 +135,19 @@ class HealthServer:
 
 
 def serve_health(
-    host: str, port: int, heartbeat: Heartbeat, checks: dict[str, Check]
+    host: str,
+    port: int,
+    heartbeat: Heartbeat,
+    checks: dict[str, Check],
+    why: Callable[[], dict[str, str]] | None = None,
 ) -> HealthServer | None:
-    """Start the endpoint unless port is 0; a busy port is logged, not fatal."""
+    """Start the endpoint unless port is 0; a busy port is logged, not fatal.
+
+    ``why``: failing checks' reasons (one line each), shown in /readyz's body."""
     if port == 0:
         return None
     try:
-        return HealthServer(host, port, heartbeat=heartbeat, checks=checks).start()
+        return HealthServer(host, port, heartbeat=heartbeat, checks=checks, why=why).start()
     except OSError as exc:
         log.error("metrics/health port unavailable", extra={"port": port, "error": str(exc)})
         raise

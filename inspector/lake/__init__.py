@@ -1,0 +1,1 @@
+"""The lake stage: inspection records in Apache Iceberg tables, and the KPIs read from them."""

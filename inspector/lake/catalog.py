@@ -1,0 +1,183 @@
+"""The Iceberg catalog: opening our tables, reading the offsets a table holds, and the
+conditional commit that makes the sink exactly-once.
+
+Each commit (an Iceberg snapshot) carries in its summary the Kafka next-offset of
+every partition of the table's topic: everything below those offsets is in the table,
+nothing at or above is. A commit is a compare-and-set per partition: it lands only if,
+for each partition it covers, the table still holds the offset the batch started
+from, and the SQL catalog swaps the metadata pointer atomically (pyiceberg's own
+silent re-apply on conflict is turned off: ``commit.retry.num-retries = 0``, since a
+re-applied append would carry stale offsets). A loser re-reads the table's offsets,
+drops what another committer already wrote, and tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+from pyiceberg.catalog import Catalog
+from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
+from pyiceberg.table import Table
+
+from inspector.config import LakeSettings
+from inspector.lake.tables import OFFSETS_PROPERTY, OWNER_PROPERTY, TableSpec
+
+log = logging.getLogger(__name__)
+
+NO_RETRY = {"commit.retry.num-retries": "0"}
+
+
+class LakeError(Exception):
+    """A table we must not write (foreign, corrupt, incompatible); one clear line."""
+
+
+class CatalogUnavailable(Exception):
+    """The catalog or the warehouse cannot be reached now; retry later."""
+
+
+Offsets = dict[int, int]  # partition -> next offset
+
+
+def open_catalog(settings: LakeSettings) -> Catalog:
+    uri = settings.resolved_catalog_uri()
+    warehouse = settings.resolved_warehouse()
+    if uri.startswith("sqlite:///") and not settings.catalog_uri:
+        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        return SqlCatalog(settings.catalog_name, uri=uri, warehouse=warehouse)
+    except Exception as exc:
+        raise CatalogUnavailable(f"catalog {uri}: {type(exc).__name__}: {exc}") from exc
+
+
+def offsets_of(table: Table, topic: str) -> Offsets:
+    """The offsets of ``topic`` the table holds: from the newest snapshot that has them
+    (a maintenance snapshot, e.g. compaction, carries none; its ancestors do)."""
+    snap = table.current_snapshot()
+    while snap is not None:
+        summary = snap.summary
+        raw = summary.additional_properties.get(OFFSETS_PROPERTY) if summary else None
+        if raw is not None:
+            data = orjson.loads(raw)
+            return {int(p): int(o) for p, o in data.get(topic, {}).items()}
+        parent = snap.parent_snapshot_id
+        snap = table.metadata.snapshot_by_id(parent) if parent is not None else None
+    return {}
+
+
+def _check_ours(table: Table, spec: TableSpec, ident: str) -> None:
+    owner = table.properties.get(OWNER_PROPERTY)
+    if owner != spec.name:
+        raise LakeError(
+            f"table {ident} exists but was not created by inspector's sink "
+            f"({OWNER_PROPERTY}={owner!r}); refusing to write to it — choose another "
+            "lake.namespace or move that table"
+        )
+    schema = table.schema()
+    for f in spec.schema.fields:
+        try:
+            have = schema.find_field(f.name)
+        except ValueError:
+            raise LakeError(f"table {ident} has no column {f.name!r}; refusing to write") from None
+        if str(have.field_type) != str(f.field_type):
+            raise LakeError(
+                f"table {ident} column {f.name!r} is {have.field_type}, expected "
+                f"{f.field_type}; refusing to write"
+            )
+
+
+def open_table(catalog: Catalog, namespace: str, spec: TableSpec) -> Table:
+    ident = f"{namespace}.{spec.name}"
+    try:
+        catalog.create_namespace_if_not_exists(namespace)
+        try:
+            table = catalog.load_table(ident)
+        except NoSuchTableError:
+            table = catalog.create_table_if_not_exists(
+                ident,
+                schema=spec.schema,
+                partition_spec=spec.partition_spec(),
+                properties={OWNER_PROPERTY: spec.name, **NO_RETRY},
+            )
+    except LakeError:
+        raise
+    except Exception as exc:
+        raise CatalogUnavailable(f"opening {ident}: {type(exc).__name__}: {exc}") from exc
+    _check_ours(table, spec, ident)
+    return table
+
+
+@dataclass
+class CommitResult:
+    committed: bool
+    rows: int = 0
+    conflicts: int = 0
+    # partition -> the table's offset, where another committer got there first
+    lost: Offsets = field(default_factory=dict)
+
+
+class LakeTableWriter:
+    """One table: reads its offsets and commits batches conditionally."""
+
+    def __init__(self, catalog: Catalog, namespace: str, spec: TableSpec, topic: str) -> None:
+        self.catalog = catalog
+        self.namespace = namespace
+        self.spec = spec
+        self.topic = topic
+        self._table: Table | None = None
+
+    @property
+    def ident(self) -> str:
+        return f"{self.namespace}.{self.spec.name}"
+
+    def table(self) -> Table:
+        if self._table is None:
+            self._table = open_table(self.catalog, self.namespace, self.spec)
+        else:
+            try:
+                self._table.refresh()
+            except Exception as exc:
+                raise CatalogUnavailable(
+                    f"reading {self.ident}: {type(exc).__name__}: {exc}"
+                ) from exc
+        return self._table
+
+    def offsets(self) -> Offsets:
+        return offsets_of(self.table(), self.topic)
+
+    def commit(
+        self, rows: list[dict[str, Any]], base: dict[int, int | None], ends: Offsets
+    ) -> CommitResult:
+        """Append ``rows`` and set ``ends`` if the table still holds ``base`` (None: no
+        offset yet) for every partition in ``ends``; otherwise report the partitions
+        another committer advanced (``lost``) and commit nothing."""
+        table = self.table()
+        current = offsets_of(table, self.topic)
+        # -1: the table holds nothing for a partition we thought it did
+        lost = {p: current.get(p, -1) for p in ends if current.get(p) != base.get(p)}
+        if lost:
+            return CommitResult(False, lost=lost)
+        merged = {**current, **ends}
+        props = {
+            OFFSETS_PROPERTY: orjson.dumps(
+                {self.topic: {str(p): o for p, o in sorted(merged.items())}}
+            ).decode()
+        }
+        try:
+            arrow = pa.Table.from_pylist(rows, schema=table.schema().as_arrow())
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+            raise LakeError(f"rows do not fit {self.ident}: {exc}") from exc
+        try:
+            table.append(arrow, snapshot_properties=props)
+        except CommitFailedException:
+            return CommitResult(False, conflicts=1)
+        except Exception as exc:
+            raise CatalogUnavailable(
+                f"committing to {self.ident}: {type(exc).__name__}: {exc}"
+            ) from exc
+        return CommitResult(True, rows=len(rows))

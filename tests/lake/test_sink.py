@@ -1,0 +1,195 @@
+"""``inspector sink`` on the session's Apache Kafka and a real SQLite Iceberg catalog."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+
+from inspector.bus.kafka import Shutdown
+from inspector.events import DeadLetterRecord, PartTrigger, decode, encode
+from inspector.lake.catalog import LakeError, open_catalog
+from inspector.lake.service import SinkService
+from tests.act.support import write_config
+from tests.helpers import produce, read, wait_for
+from tests.lake.support import (
+    MakeConfig,
+    Paced,
+    RunningSink,
+    SinkProcess,
+    lake_config,
+    rows,
+    send,
+    stream,
+    table_offsets,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def test_verdicts_land_as_typed_rows_and_bad_records_are_dead_lettered(
+    make_config: MakeConfig, tmp_path: Path
+) -> None:
+    cfg = lake_config(make_config, tmp_path)
+    good = stream(300)
+    send(cfg, good[:150])
+    value, headers = encode(good[0], source="t", time=1.0)
+    broken = orjson.loads(value)
+    del broken["line_id"]
+    trig_value, trig_headers = encode(
+        PartTrigger(line_id="line-1", camera_id="cam-1", part_id="p", event="enter", at=1.0),
+        source="t",
+        time=1.0,
+    )
+    bad = [
+        (b"{not json", headers),
+        (orjson.dumps(broken), headers),  # schema violation: no line_id
+        (trig_value, trig_headers),  # another event type on the verdicts topic
+    ]
+    produce(cfg, cfg.topics.verdicts, bad, key=b"line-1")  # type: ignore[arg-type]
+    with RunningSink(cfg) as sink:
+        send(cfg, good[150:])
+        wait_for(lambda: sum(table_offsets(cfg).values()) == 303, 60, "all 303 records covered")
+        assert sink.service.sink.stats.dead_lettered == 3
+    table = rows(cfg)
+    assert table.num_rows == 300
+    assert sorted(table.column("verdict_id").to_pylist()) == sorted(v.verdict_id for v in good)
+    by_id = {r["verdict_id"]: r for r in table.to_pylist()}
+    v = good[42]
+    r = by_id[v.verdict_id]
+    assert (r["line_id"], r["camera_id"], r["verdict"], r["rule"]) == (
+        v.line_id,
+        v.camera_id,
+        v.verdict,
+        v.rule,
+    )
+    assert r["classes"] == [f.cls for f in v.findings]
+    assert r["captured_at"].timestamp() == pytest.approx(v.timings.captured_at, abs=1e-6)
+    assert r["latency_ms"] == pytest.approx((v.timings.emitted_at - v.timings.captured_at) * 1000)
+    assert v.model and r["model_version"] == v.model.version
+    assert orjson.loads(r["raw"])["verdict_id"] == v.verdict_id
+    # partitioned by day and line
+    files = list((tmp_path / "lake" / "warehouse").rglob("*.parquet"))
+    assert {p.parent.name for p in files} == {"line_id=line-1", "line_id=line-2"}
+    assert {p.parent.parent.name for p in files} == {
+        "day=2026-09-21",
+        "day=2026-09-22",
+        "day=2026-09-23",
+    }
+    dlq = read(cfg, [cfg.topics.dlq], count=3, timeout_s=20)
+    recs = [decode(m.value(), m.headers(), DeadLetterRecord) for m in dlq]
+    assert Counter(r.reason for r in recs) == {
+        "bad_json": 1,
+        "schema_violation": 1,
+        "wrong_type": 1,
+    }
+    assert all(r.stage == "lake" and r.original_topic == cfg.topics.verdicts for r in recs)
+    # a graceful restart reads nothing twice
+    send(cfg, good[:10])  # re-sent duplicates are rows of their own: same id, new offsets
+    with RunningSink(cfg):
+        wait_for(lambda: sum(table_offsets(cfg).values()) == 313, 60, "the 10 re-sent")
+    assert rows(cfg).num_rows == 310
+
+
+def test_a_foreign_table_at_our_name_is_refused(make_config: MakeConfig, tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    cfg = lake_config(make_config, tmp_path)
+    catalog = open_catalog(cfg.lake)
+    catalog.create_namespace(cfg.lake.namespace)
+    catalog.create_table(f"{cfg.lake.namespace}.verdicts", schema=pa.schema([("x", pa.int64())]))
+    with pytest.raises(LakeError, match="not created by inspector's sink"):
+        SinkService(cfg, Shutdown())
+
+
+def _covered(cfg) -> int:  # type: ignore[no-untyped-def]
+    return sum(table_offsets(cfg).values())
+
+
+def _exactly_once(cfg, verdicts) -> None:  # type: ignore[no-untyped-def]
+    ids = rows(cfg).column("verdict_id").to_pylist()
+    dup = [i for i, n in Counter(ids).items() if n > 1]
+    assert not dup, f"{len(dup)} duplicated verdicts, e.g. {dup[:3]}"
+    missing = {v.verdict_id for v in verdicts} - set(ids)
+    assert not missing, f"{len(missing)} verdicts missing, e.g. {sorted(missing)[:3]}"
+    assert len(ids) == len(verdicts)
+
+
+def test_sigkilled_five_times_mid_stream_gives_one_row_per_verdict(
+    make_config: MakeConfig, tmp_path: Path
+) -> None:
+    n = 10_000
+    cfg = lake_config(
+        make_config, tmp_path, roll_s=0.5, roll_bytes=256 * 1024, max_poll_records=500
+    )
+    path = write_config(cfg, tmp_path / "plant.yaml")
+    log = tmp_path / "sink.log"
+    verdicts = stream(n, seed=11)
+    rnd = random.Random(5)
+    at_kill = []
+    with Paced(cfg, verdicts, per_s=400):
+        for _ in range(5):
+            proc = SinkProcess(path, log)
+            target = _covered(cfg) + rnd.randint(300, 900)
+            try:
+                wait_for(lambda t=target: _covered(cfg) >= t, 60, f"the table to cover {target}")
+                # not a wait for a condition: places the kill anywhere in the commit cycle
+                time.sleep(rnd.uniform(0, 0.5))
+            finally:
+                proc.kill()
+            at_kill.append(_covered(cfg))
+    # every kill left work for the next sink (the table did not hold the stream yet)
+    assert at_kill[-1] < n, f"the kills must land mid-stream: {at_kill}"
+    final = SinkProcess(path, log)
+    try:
+        wait_for(lambda: _covered(cfg) == n, 60, "the restarted sink to finish")
+    finally:
+        rc = final.stop()
+    assert rc == 0, log.read_text()[-3000:]
+    _exactly_once(cfg, verdicts)
+
+
+def _metric(port: int, name: str) -> float:
+    import httpx
+
+    total = 0.0
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text.splitlines():
+        if line.startswith(name):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_two_sinks_in_two_groups_commit_every_verdict_once(
+    make_config: MakeConfig, tmp_path: Path
+) -> None:
+    """The worst case for concurrent commits: two sinks that both read every partition
+    (two consumer groups) and race to commit the same offsets to one table."""
+    from inspector.localstack import free_port
+
+    n = 3000
+    cfg = lake_config(make_config, tmp_path, roll_s=0.1, max_poll_records=200)
+    other = cfg.model_copy(update={"lake": cfg.lake.model_copy(update={"group_id": "lake-b"})})
+    paths = [write_config(cfg, tmp_path / "a.yaml"), write_config(other, tmp_path / "b.yaml")]
+    ports = [free_port(), free_port()]
+    verdicts = stream(n, seed=3)
+    sinks = [
+        SinkProcess(p, tmp_path / f"sink{i}.log", port)
+        for i, (p, port) in enumerate(zip(paths, ports, strict=True))
+    ]
+    try:
+        for chunk in range(0, n, 300):
+            send(cfg, verdicts[chunk : chunk + 300])
+        wait_for(lambda: _covered(cfg) == n, 60, "both sinks to cover the stream")
+        taken = sum(
+            _metric(p, 'inspector_lake_commits_total{outcome="partition_taken"') for p in ports
+        )
+        won = [_metric(p, 'inspector_lake_commits_total{outcome="committed"') for p in ports]
+    finally:
+        rcs = [s.stop() for s in sinks]
+    assert rcs == [0, 0], [(tmp_path / f"sink{i}.log").read_text()[-2000:] for i in range(2)]
+    _exactly_once(cfg, verdicts)
+    assert taken > 0 and all(w > 0 for w in won), (taken, won)
