@@ -193,3 +193,53 @@ def test_two_sinks_in_two_groups_commit_every_verdict_once(
     assert rcs == [0, 0], [(tmp_path / f"sink{i}.log").read_text()[-2000:] for i in range(2)]
     _exactly_once(cfg, verdicts)
     assert taken > 0 and all(w > 0 for w in won), (taken, won)
+
+
+def _metadata_location(cfg) -> str:  # type: ignore[no-untyped-def]
+    import sqlite3
+
+    db = Path(cfg.lake.data_dir) / "catalog.db"
+    with sqlite3.connect(db) as con:
+        (loc,) = con.execute(
+            "SELECT metadata_location FROM iceberg_tables WHERE table_name = 'verdicts'"
+        ).fetchone()
+    return str(loc)
+
+
+def test_warehouse_outage_pauses_commits_nothing_says_why_and_resumes(
+    make_config: MakeConfig, tmp_path: Path
+) -> None:
+    import httpx
+
+    from inspector.localstack import free_port
+
+    cfg = lake_config(make_config, tmp_path)
+    verdicts = stream(400, seed=5)
+    port = free_port()
+
+    def ready() -> tuple[int, dict]:  # type: ignore[type-arg]
+        r = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+        return r.status_code, r.json()
+
+    with RunningSink(cfg, metrics_port=port) as sink:
+        send(cfg, verdicts[:200])
+        wait_for(lambda: _covered(cfg) == 200, 60, "the first 200 in the lake")
+        assert ready()[0] == 200
+        before = _metadata_location(cfg)
+        wh = tmp_path / "lake" / "warehouse"
+        aside = tmp_path / "lake" / "warehouse.away"
+        wh.rename(aside)
+        wh.write_text("the warehouse is gone")  # not a directory: every read and write fails
+        send(cfg, verdicts[200:])
+        wait_for(lambda: ready()[0] == 503, 30, "/readyz to say not ready")
+        _, body = ready()
+        assert body["checks"]["catalog"] is False
+        assert "verdicts" in body["why"]["catalog"], body
+        assert sink.service.sink.down is not None
+        assert _metadata_location(cfg) == before  # nothing committed while it is away
+        wh.unlink()
+        aside.rename(wh)
+        wait_for(lambda: ready()[0] == 200, 30, "/readyz to recover by itself")
+        wait_for(lambda: _covered(cfg) == 400, 60, "the rest after the outage")
+        assert sink.service.sink.stats.outages == 1
+    _exactly_once(cfg, verdicts)
