@@ -174,3 +174,29 @@ def test_kpis_equal_a_hand_computation_over_the_produced_verdicts(
     assert len(lines) == 2 + len(faults)
     res = runner.invoke(app, ["kpi", "--config", str(path), "--by", "weekday"])
     assert res.exit_code == 2 and "--by takes" in res.output
+
+
+def test_the_readme_duckdb_example_runs_on_a_sink_written_lake(
+    make_config: MakeConfig,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import re
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("**DuckDB, directly.**") :]
+    snippet = re.search(r"```python\n(.*?)```", section, re.S)
+    assert snippet, "the README's DuckDB example"
+    cfg = lake_config(make_config, tmp_path)  # data_dir = <tmp_path>/lake, as in the README
+    verdicts = stream(600, seed=4)
+    with RunningSink(cfg):
+        send(cfg, verdicts)
+        wait_for(lambda: sum(table_offsets(cfg).values()) == 600, 60, "the lake to hold all")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(snippet.group(1), "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    since = parse_time("2026-09-22").timestamp()
+    for line in ("line-1", "line-2"):
+        n = sum(1 for v in verdicts if v.line_id == line and v.timings.captured_at >= since)
+        assert re.search(rf"{line}\s*│\s*{n}\s*│", out), out
