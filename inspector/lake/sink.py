@@ -303,6 +303,7 @@ class Sink:
     # ------------------------------------------------------------------ outage
 
     def _go_down(self, reason: str) -> None:
+        reason = (reason.splitlines() or [""])[0][:500]  # one line for /readyz and the log
         if self.down is None:
             self.stats.outages += 1
             log.warning("lake unavailable; pausing consumption", extra={"error": reason})

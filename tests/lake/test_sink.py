@@ -243,3 +243,138 @@ def test_warehouse_outage_pauses_commits_nothing_says_why_and_resumes(
         wait_for(lambda: _covered(cfg) == 400, 60, "the rest after the outage")
         assert sink.service.sink.stats.outages == 1
     _exactly_once(cfg, verdicts)
+
+
+def test_actions_camera_status_and_defects_land_in_their_own_tables(
+    make_config: MakeConfig, tmp_path: Path
+) -> None:
+    from inspector.events import ActionEvent, CameraStatusEvent, DefectEvent
+    from inspector.lake.catalog import offsets_of, open_table
+    from inspector.lake.tables import SPECS
+
+    cfg = lake_config(make_config, tmp_path)
+    vs = [v for v in stream(60, seed=9) if v.verdict == "FAIL"][:5]
+    defects = [
+        DefectEvent(
+            defect_id=f"d-{v.verdict_id}",
+            verdict_id=v.verdict_id,
+            frame_id=v.frame_id,
+            camera_id=v.camera_id,
+            line_id=v.line_id,
+            seq=v.seq,
+            findings=v.findings,
+            captured_at=v.timings.captured_at,
+        )
+        for v in vs
+    ]
+    actions = [
+        ActionEvent(
+            action_id=f"a-{i}",
+            workflow="reject-gate",
+            kind="divert",
+            outcome="fired",
+            line_id=v.line_id,
+            camera_id=v.camera_id,
+            verdict_id=v.verdict_id,
+            at=v.timings.emitted_at,
+        )
+        for i, v in enumerate(vs)
+    ]
+    statuses = [
+        CameraStatusEvent(
+            camera_id="cam-3",
+            line_id="line-2",
+            run_id="r1",
+            transition=i,
+            state=s,
+            previous=p,
+            reason="test",
+            at=1_790_000_000.0 + i,
+            fps=3.0,
+        )
+        for i, (s, p) in enumerate(
+            [("connecting", None), ("streaming", "connecting"), ("stalled", "streaming")]
+        )
+    ]
+    with RunningSink(cfg):
+        for topic, events in (
+            (cfg.topics.defects, defects),
+            (cfg.topics.actions, actions),
+            (cfg.topics.camera_status, statuses),
+        ):
+            encoded = [encode(e, source="t", time=1.0) for e in events]
+            produce(cfg, topic, encoded, key=b"line")  # type: ignore[arg-type]
+        catalog = open_catalog(cfg.lake)
+        tables = {
+            n: open_table(catalog, cfg.lake.namespace, SPECS[n])
+            for n in ("defects", "actions", "camera_status")
+        }
+
+        def covered(name: str, topic: str) -> int:
+            t = tables[name]
+            t.refresh()
+            return sum(offsets_of(t, topic).values())
+
+        wait_for(
+            lambda: (
+                covered("defects", cfg.topics.defects) == 5
+                and covered("actions", cfg.topics.actions) == 5
+                and covered("camera_status", cfg.topics.camera_status) == 3
+            ),
+            60,
+            "every event in its table",
+        )
+    d = {r["defect_id"]: r for r in tables["defects"].scan().to_arrow().to_pylist()}
+    assert set(d) == {x.defect_id for x in defects}
+    assert d[defects[0].defect_id]["classes"] == [f.cls for f in defects[0].findings]
+    assert d[defects[0].defect_id]["severities"] == [f.severity for f in defects[0].findings]
+    a = tables["actions"].scan().to_arrow().to_pylist()
+    assert sorted(r["verdict_id"] for r in a) == sorted(v.verdict_id for v in vs)
+    assert {(r["workflow"], r["kind"], r["outcome"]) for r in a} == {
+        ("reject-gate", "divert", "fired")
+    }
+    c = sorted(tables["camera_status"].scan().to_arrow().to_pylist(), key=lambda r: r["transition"])
+    assert [(r["state"], r["previous"]) for r in c] == [
+        ("connecting", None),
+        ("streaming", "connecting"),
+        ("stalled", "streaming"),
+    ]
+    assert c[0]["at"].timestamp() == 1_790_000_000.0
+
+
+def test_a_locked_catalog_pauses_the_sink_until_it_is_released(
+    make_config: MakeConfig, tmp_path: Path
+) -> None:
+    """The catalog itself unreachable: another process holds the SQLite catalog locked."""
+    import sqlite3
+
+    import httpx
+
+    from inspector.localstack import free_port
+
+    cfg = lake_config(make_config, tmp_path)
+    verdicts = stream(200, seed=6)
+    port = free_port()
+
+    def ready() -> tuple[int, dict]:  # type: ignore[type-arg]
+        r = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+        return r.status_code, r.json()
+
+    with RunningSink(cfg, metrics_port=port) as sink:
+        send(cfg, verdicts[:100])
+        wait_for(lambda: _covered(cfg) == 100, 60, "the first 100 in the lake")
+        lock = sqlite3.connect(Path(cfg.lake.data_dir) / "catalog.db", isolation_level=None)
+        try:
+            lock.execute("BEGIN EXCLUSIVE")
+            send(cfg, verdicts[100:])
+            wait_for(lambda: ready()[0] == 503, 40, "/readyz to say not ready")
+            _, body = ready()
+            assert "database is locked" in body["why"]["catalog"], body
+            assert "\n" not in body["why"]["catalog"]
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        wait_for(lambda: ready()[0] == 200, 40, "/readyz to recover by itself")
+        wait_for(lambda: _covered(cfg) == 200, 60, "the rest after the lock")
+        assert sink.service.sink.stats.outages >= 1
+    _exactly_once(cfg, verdicts)
