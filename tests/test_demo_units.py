@@ -111,3 +111,24 @@ def test_effective_config_for_observing_the_demo(tmp_path: Path,
     res = CliRunner().invoke(app, ["config", "check", str(plant)])
     assert res.exit_code == 0 and "plant 'demo', 2 lines, 4 cameras" in res.output, res.output
     assert os.environ.get("INSPECTOR_DEMO_TOKEN") is None  # nothing else needed
+
+
+def test_live_view_tracks_manual_inspection_apart_from_stops_and_resume_ends_both() -> None:
+    from inspector.events import LineCommand
+
+    view = PlantView(demo_config(), since=None)
+    now = time.time()
+
+    def cmd(cid: str, kind: str, episode: str | None) -> LineCommand:
+        return LineCommand(command_id=cid, line_id="line-a", command=kind,  # type: ignore[arg-type]
+                           episode_id=episode, reason=kind, issued_at=now)
+
+    view.apply_event("line-commands", cmd("c1", "manual_inspection", "ep-m"))
+    view.apply_event("line-commands", cmd("c2", "stop", "ep-s"))
+    [line] = [ln for ln in view.snapshot(now=now)["lines"] if ln["id"] == "line-a"]
+    assert [e["episode_id"] for e in line["episodes"]] == ["ep-s"]
+    assert [e["episode_id"] for e in line["manual_inspection"]] == ["ep-m"]
+    # `inspector resume` closes every episode of the line; its command names the first
+    view.apply_event("line-commands", cmd("c3", "resume", "ep-m"))
+    [line] = [ln for ln in view.snapshot(now=now)["lines"] if ln["id"] == "line-a"]
+    assert line["episodes"] == [] and line["manual_inspection"] == []

@@ -149,7 +149,8 @@ class LineView:
     latencies: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=120))
     gallery: deque[str] = field(default_factory=lambda: deque(maxlen=8))
     defects: Counter[str] = field(default_factory=Counter)
-    episodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    episodes: dict[str, dict[str, Any]] = field(default_factory=dict)  # stopped
+    manual: dict[str, dict[str, Any]] = field(default_factory=dict)  # manual inspection
 
     def camera(self, camera_id: str) -> CameraView:
         cam = self.cameras.get(camera_id)
@@ -308,8 +309,9 @@ class PlantView:
         if lv is None:  # a line this plant does not have: nothing of ours stopped
             self.unknown.source(cmd.line_id, cmd.camera_id or "")
             return True
-        if cmd.command == "stop":
-            lv.episodes[cmd.episode_id or cmd.command_id] = {
+        if cmd.command in ("stop", "manual_inspection"):
+            opened = lv.episodes if cmd.command == "stop" else lv.manual
+            opened[cmd.episode_id or cmd.command_id] = {
                 "episode_id": cmd.episode_id or cmd.command_id,
                 "since": cmd.issued_at,
                 "reason": cmd.reason,
@@ -317,10 +319,10 @@ class PlantView:
                 "verdict_id": cmd.verdict_id,
             }
         elif cmd.command == "resume":
-            if cmd.episode_id and cmd.episode_id in lv.episodes:
-                del lv.episodes[cmd.episode_id]
-            elif not cmd.episode_id:
-                lv.episodes.clear()
+            # `inspector resume` closes every open episode of the line (stop and manual
+            # inspection); the command names only the first of them.
+            lv.episodes.clear()
+            lv.manual.clear()
         return True
 
     def _action(self, a: ActionEvent) -> bool:
@@ -368,6 +370,9 @@ class PlantView:
                         },
                         "cameras": [c.to_json(now) for c in lv.cameras.values()],
                         "episodes": sorted(lv.episodes.values(), key=lambda e: e["since"]),
+                        "manual_inspection": sorted(
+                            lv.manual.values(), key=lambda e: e["since"]
+                        ),
                         "gallery": [
                             gallery_item(self._shown[vid])
                             for vid in lv.gallery

@@ -126,11 +126,15 @@ def render_status(snap: dict[str, Any], console: Console) -> None:
     lines.add_column("line", no_wrap=True)
     for col in ("PASS", "FAIL", "FAULT", "yield", "p50 latency"):
         lines.add_column(col, justify="right", no_wrap=True)
-    lines.add_column("stopped")
+    lines.add_column("state")
     for ln in snap["lines"]:
         c = ln["counts"]
         p50 = ln["latency"]["p50"]
         stops = ", ".join(e["reason"] or e["episode_id"][:8] for e in ln["episodes"])
+        manual = ln.get("manual_inspection") or []
+        line_state = [f"[red]STOPPED[/red] {stops}"] if ln["episodes"] else []
+        if manual:
+            line_state.append("[yellow]MANUAL INSPECTION[/yellow] (inspection degraded)")
         lines.add_row(
             ln["id"],
             str(c["PASS"]),
@@ -138,7 +142,7 @@ def render_status(snap: dict[str, Any], console: Console) -> None:
             f"[yellow]{c['FAULT']}[/yellow]" if c["FAULT"] else "0",
             _fmt_pct(ln["yield"]),
             "—" if p50 is None else f"{p50 * 1000:.0f} ms",
-            f"[red]STOPPED[/red] {stops}" if ln["episodes"] else "",
+            "; ".join(line_state),
         )
     console.print(lines)
     if snap.get("act_counters"):

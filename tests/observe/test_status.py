@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from typer.testing import CliRunner
 
 from inspector.bus.kafka import make_consumer, make_producer
@@ -15,10 +15,16 @@ from inspector.cli import app
 from inspector.config import PlantConfig
 from inspector.events import FrameMeta, LineCommand, encode_frame
 from inspector.observe.feed import start_of_today
+from tests.helpers import wait_for
 from tests.observe.conftest import camera_status, publish, verdict
 from tests.observe.test_tail import write_config
 
 pytestmark = pytest.mark.integration
+COORDINATOR_NOT_READY = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+}
 runner = CliRunner()
 
 
@@ -62,6 +68,10 @@ def test_status_reports_states_counts_yield_and_lag(two_lines: PlantConfig, tmp_
     publish(cfg, cfg.topics.line_commands, [LineCommand(
         command_id="c1", line_id="line-2", command="stop", episode_id="ep-1",
         reason="4 critical FAILs in 20 s", issued_at=now)])
+    # line-1: a worker restart's FAULTs sent it to manual inspection (the line runs on)
+    publish(cfg, cfg.topics.line_commands, [LineCommand(
+        command_id="c2", line_id="line-1", command="manual_inspection", episode_id="ep-2",
+        reason="manual-inspection: 15 inspection FAULTs", issued_at=now)])
     # detect group: 5 frames on one partition, committed up to offset 2 → lag 3
     partition = 1
     producer = make_producer(cfg.kafka, client_suffix="test-frames")
@@ -69,8 +79,20 @@ def test_status_reports_states_counts_yield_and_lag(two_lines: PlantConfig, tmp_
         producer.produce(cfg.topics.frames, value=value, headers=headers, partition=partition)
     assert producer.flush(15) == 0
     committer = make_consumer(cfg.kafka, cfg.worker.group_id, client_suffix="test-commit")
-    committer.commit(offsets=[TopicPartition(cfg.topics.frames, partition, 2)],
-                     asynchronous=False)
+
+    def committed() -> bool:
+        try:
+            committer.commit(offsets=[TopicPartition(cfg.topics.frames, partition, 2)],
+                             asynchronous=False)
+        except KafkaException as exc:
+            # a fresh broker still loading the group's offsets partition answers
+            # COORDINATOR_LOAD_IN_PROGRESS / NOT_COORDINATOR: wait for it to be ready
+            if exc.args[0].code() not in COORDINATOR_NOT_READY:
+                raise
+            return False
+        return True
+
+    wait_for(committed, 30, "the group coordinator to accept the commit", step_s=0.2)
     committer.close()
 
     result = runner.invoke(app, ["status", "--config", str(write_config(cfg, tmp_path)),
@@ -83,6 +105,8 @@ def test_status_reports_states_counts_yield_and_lag(two_lines: PlantConfig, tmp_
     assert lines["line-2"]["counts"] == {"PASS": 0, "FAIL": 1, "FAULT": 0}
     assert lines["line-2"]["yield"] == 0.0
     assert [e["episode_id"] for e in lines["line-2"]["episodes"]] == ["ep-1"]
+    assert lines["line-1"]["episodes"] == [] and lines["line-2"]["manual_inspection"] == []
+    assert [e["episode_id"] for e in lines["line-1"]["manual_inspection"]] == ["ep-2"]
     cams = {c["id"]: c for ln in snap["lines"] for c in ln["cameras"]}
     assert cams["cam-1"]["state"] == "streaming" and cams["cam-1"]["reported_fps"] == 4.8
     assert cams["cam-1"]["counts"]["PASS"] == 3
@@ -97,4 +121,4 @@ def test_status_reports_states_counts_yield_and_lag(two_lines: PlantConfig, tmp_
     pretty = runner.invoke(app, ["status", "--config", str(write_config(cfg, tmp_path))])
     assert pretty.exit_code == 0, pretty.output
     assert "75.0%" in pretty.stdout and "stalled" in pretty.stdout
-    assert "STOPPED" in pretty.stdout
+    assert "STOPPED" in pretty.stdout and "MANUAL INSPECTION" in pretty.stdout
