@@ -379,9 +379,13 @@ class DetectWorker:
         image than batch 1 (bench part 1), more than overlapping the decode wins back.
         """
         pending: list[tuple[list[FrameJob], Future[tuple[list[list[Detection]], int, int]]]] = []
+        traced = tracing.enabled()  # once per batch: no SDK, no per-frame tracing work
         for start in range(0, len(jobs), INFER_CHUNK):
             chunk = jobs[start : start + INFER_CHUNK]
             for j in chunk:
+                if not traced:
+                    self.vet_image(j)
+                    continue
                 span = tracing.start("detect.decode", j.meta.traceparent, self.span_attrs(j))
                 self.vet_image(j)
                 if j.fault is not None:
@@ -397,7 +401,7 @@ class DetectWorker:
             dets, started, ended = fut.result()
             for j, d in zip(ready, dets, strict=True):
                 j.detections = scale_detections(d, j.scale)
-                if tracing.enabled():
+                if traced:
                     # One model call judged the whole chunk: each frame's detect.infer
                     # span carries that call's timing and the chunk's size.
                     attrs = self.span_attrs(j)
@@ -501,8 +505,9 @@ class DetectWorker:
         )
 
     def emit(self, jobs: list[FrameJob], decided: dict[str, bytes], t0: float, t1: float) -> None:
-        for j in jobs:
-            j.span = tracing.start("detect.judge", j.meta.traceparent, self.span_attrs(j))
+        if tracing.enabled():  # else j.span stays None: the verdict gets a plain W3C child
+            for j in jobs:
+                j.span = tracing.start("detect.judge", j.meta.traceparent, self.span_attrs(j))
         try:
             self._emit(jobs, decided, t0, t1)
         except BaseException as exc:  # the batch is redone; its spans say why this try failed
