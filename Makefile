@@ -15,9 +15,9 @@ APT_PACKAGES := redis-server python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-
 	gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-x \
 	gstreamer1.0-libav chromium libgl1
 
-.PHONY: setup system-deps kafka venv test lint unit fuzz demo bench bench-soak model schemas clean
+.PHONY: setup system-deps kafka helm keda-crds venv test lint unit fuzz demo bench bench-soak model schemas clean
 
-setup: system-deps kafka $(STAMP)
+setup: system-deps kafka helm keda-crds $(STAMP)
 
 # Apache Kafka for the tests, the demo and the bench: the broker's jars, pinned in
 # deploy/kafka/pom.xml, resolved from Maven Central into .cache/kafka/<version>/libs.
@@ -38,6 +38,49 @@ kafka:
 		echo "kafka: Maven could not fetch Apache Kafka $(KAFKA_VERSION) from Maven Central (log: .cache/kafka-mvn.log); $$hint" >&2; \
 		rm -rf "$(KAFKA_LIBS).part"; exit 1; fi; \
 	mv "$(KAFKA_LIBS).part" "$(KAFKA_LIBS)"
+
+# helm, for tests/test_helm.py (`helm template` of deploy/helm/inspector): built from its
+# Go module by the Go toolchain (the module proxy is the registry this machine reaches),
+# into .cache/helm/<version>/helm, with the version and the default Kubernetes version
+# (that of its client-go, as helm's own release build sets them). Skipped when present.
+HELM_VERSION := v3.22.0
+HELM := .cache/helm/$(HELM_VERSION)/helm
+
+helm:
+	@if [ -x $(HELM) ]; then exit 0; fi; \
+	command -v go >/dev/null || { echo "helm: no 'go' on PATH (helm $(HELM_VERSION) is built from its Go module helm.sh/helm/v3): install Go 1.24+" >&2; exit 1; }; \
+	mkdir -p .cache/helm; echo "helm: building helm $(HELM_VERSION) with Go into $(HELM) (a few minutes, once)"; \
+	gomod=$$(go mod download -json helm.sh/helm/v3@$(HELM_VERSION) 2> .cache/helm-build.log \
+		| sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",*$$/\1/p'); \
+	kube=$$(sed -n 's/^[[:space:]]*k8s.io\/client-go v0\.\([0-9]*\)\..*/\1/p' "$$gomod" 2>/dev/null); \
+	[ -n "$$kube" ] || { echo "helm: go mod download helm.sh/helm/v3@$(HELM_VERSION) failed (log: .cache/helm-build.log)" >&2; exit 1; }; \
+	v="-X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION)"; \
+	for p in pkg/chartutil pkg/lint/rules; do \
+		v="$$v -X helm.sh/helm/v3/$$p.k8sVersionMajor=1 -X helm.sh/helm/v3/$$p.k8sVersionMinor=$$kube"; done; \
+	if ! GOBIN="$(CURDIR)/.cache/helm/$(HELM_VERSION).part" go install -ldflags "$$v" \
+		helm.sh/helm/v3/cmd/helm@$(HELM_VERSION) >> .cache/helm-build.log 2>&1; then \
+		echo "helm: go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION) failed (log: .cache/helm-build.log)" >&2; \
+		rm -rf .cache/helm/$(HELM_VERSION).part; exit 1; fi; \
+	mv .cache/helm/$(HELM_VERSION).part .cache/helm/$(HELM_VERSION)
+
+# KEDA's CRDs (ScaledObject, TriggerAuthentication) and its Kafka scaler's parameter list,
+# taken from the kedacore/keda Go module once, for validating the chart's KEDA objects
+# offline. Skipped when present.
+KEDA_VERSION := v2.21.0
+KEDA_DIR := .cache/keda/$(KEDA_VERSION)
+
+keda-crds:
+	@if [ -f $(KEDA_DIR)/kafka_scaler.go ]; then exit 0; fi; \
+	command -v go >/dev/null || { echo "keda-crds: no 'go' on PATH (KEDA's CRDs come from its Go module github.com/kedacore/keda/v2): install Go" >&2; exit 1; }; \
+	mkdir -p .cache/keda; \
+	dir=$$(go mod download -json github.com/kedacore/keda/v2@$(KEDA_VERSION) 2> .cache/keda-download.log \
+		| sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$$/\1/p'); \
+	if [ -z "$$dir" ] || [ ! -d "$$dir" ]; then \
+		echo "keda-crds: go mod download github.com/kedacore/keda/v2@$(KEDA_VERSION) failed (log: .cache/keda-download.log)" >&2; exit 1; fi; \
+	rm -rf $(KEDA_DIR).part; mkdir -p $(KEDA_DIR).part; \
+	cp "$$dir"/config/crd/bases/keda.sh_scaledobjects.yaml "$$dir"/config/crd/bases/keda.sh_triggerauthentications.yaml \
+		"$$dir"/pkg/scalers/kafka_scaler.go $(KEDA_DIR).part/ && chmod u+w $(KEDA_DIR).part/* && \
+	mv $(KEDA_DIR).part $(KEDA_DIR)
 
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do \

@@ -1,50 +1,63 @@
-"""The Kubernetes manifests agree with the CLI and the example plant config."""
+"""The Helm chart agrees with the CLI, the image (deploy/Dockerfile) and the config
+loader: each stage's command exists and takes --config, the config file is where the
+ConfigMap is mounted, the ports are the config's, and the pods run as the image's user
+with a writable cache on a read-only root. (tests/test_helm.py renders and validates.)"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import re
 
+import typer
 import yaml
 
 from inspector.cli import app
-from inspector.config import load_config
+from tests.helmchart import CHART, REPO, STAGES, container, deployment, render
 
-REPO = Path(__file__).resolve().parents[1]
-K8S = REPO / "deploy" / "k8s"
-
-
-def deployments() -> list[dict]:  # type: ignore[type-arg]
-    out = []
-    for f in sorted(K8S.glob("*.yaml")):
-        for doc in yaml.safe_load_all(f.read_text()):
-            if doc and doc.get("kind") == "Deployment":
-                out.append(doc)
-    return out
+DOCKERFILE = (REPO / "deploy" / "Dockerfile").read_text()
 
 
-def test_manifests_match_cli_and_ports() -> None:
-    env = {"MES_WEBHOOK_SECRET": "whsec_QUJDREVGR0hJSktMTU5PUFFSU1RVVldY", "DASHBOARD_TOKEN": "t"}
-    cfg = load_config(REPO / "configs" / "example-plant.yaml", env=env)
-    ports = {"ingest": cfg.observe.ingest_port, "worker": cfg.observe.worker_port,
-             "act": cfg.observe.act_port, "dashboard": cfg.observe.dashboard_port}
-    commands = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands}
-    deps = deployments()
-    assert {d["metadata"]["name"] for d in deps} == set(ports)
-    kustom = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    listed = set(kustom["resources"])
-    for d in deps:
-        name = d["metadata"]["name"]
-        spec = d["spec"]["template"]["spec"]
-        [c] = spec["containers"]
-        assert c["args"][0] in commands, f"{name}: `inspector {c['args'][0]}` does not exist"
-        assert c["args"][1:3] == ["--config", "/etc/inspector/plant.yaml"]
-        mounts = {m["mountPath"] for m in c["volumeMounts"]}
-        assert "/etc/inspector" in mounts
-        port_names = {p["name"]: p["containerPort"] for p in c["ports"]}
-        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
-            assert c[probe]["httpGet"]["path"] == path
-            assert c[probe]["httpGet"]["port"] in port_names
-        assert ports[name] in port_names.values(), f"{name}: port differs from the config"
-        assert f"{name}.yaml" in listed
-    generated = kustom["configMapGenerator"][0]["files"][0].split("=", 1)[1]
-    assert (K8S / generated).resolve().exists()
+def test_each_stage_runs_a_cli_command_with_the_mounted_config() -> None:
+    objs = render()
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    for stage in STAGES:
+        dep = deployment(objs, stage)
+        c = container(dep)
+        cmd, flag, path = c["args"][:3]
+        assert cmd in commands, f"{stage}: `inspector {cmd}` does not exist"
+        assert flag in {o for p in commands[cmd].params for o in p.opts if p.name == "config"}
+        mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+        vols = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+        [(vol, mount)] = [(n, p) for n, p in mounts.items() if path.startswith(p + "/")]
+        assert vols[vol]["configMap"]["name"] == "inspector-plant"
+        assert path.removeprefix(mount + "/") == "plant.yaml"
+
+
+def test_pods_run_as_the_image_user_with_a_writable_cache() -> None:
+    user = re.search(r"^USER (\d+)$", DOCKERFILE, re.M)
+    entry = re.search(r"^ENTRYPOINT (.+)$", DOCKERFILE, re.M)
+    assert user and entry
+    assert yaml.safe_load(entry.group(1)) == ["inspector"]  # the chart's args are subcommands
+    cache_env = re.search(r"INSPECTOR_CACHE_DIR=(\S+)", DOCKERFILE)
+    assert cache_env
+    for stage in STAGES:
+        dep = deployment(render(), stage)
+        pod = dep["spec"]["template"]["spec"]
+        c = container(dep)
+        assert pod["securityContext"]["runAsUser"] == int(user.group(1))
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        writable = [m["mountPath"] for m in c["volumeMounts"] if m["name"] == "tmp"]
+        vols = {v["name"]: v for v in pod["volumes"]}
+        assert "emptyDir" in vols["tmp"]
+        for var in ("INSPECTOR_CACHE_DIR", "YOLO_CONFIG_DIR"):
+            assert any(env[var].startswith(w + "/") for w in writable), (stage, var)
+    # the image's own default agrees, for `docker run` outside the chart
+    assert cache_env.group(1).startswith("/tmp/")
+
+
+def test_kustomize_manifests_are_gone_and_the_readme_points_at_the_chart() -> None:
+    assert not (REPO / "deploy" / "k8s").exists(), "deploy/k8s is replaced by the chart"
+    readme = (REPO / "README.md").read_text()
+    assert "deploy/k8s" not in readme
+    assert "helm template inspector deploy/helm/inspector" in readme
+    assert (CHART / "values-cpu.yaml").is_file()

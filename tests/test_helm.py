@@ -1,0 +1,417 @@
+"""The Helm chart (deploy/helm/inspector), rendered by the real `helm template`: the
+objects it makes, KEDA's lag-based scaling capped at the partition count, secrets only
+from Kubernetes Secrets, the plant config that the real loader accepts, and every object
+valid against the Kubernetes and KEDA schemas (offline; nothing is applied to a cluster).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from inspector.config import PlantConfig, dump_config, parse_config
+from tests.helmchart import (
+    CHART,
+    RELEASE,
+    STAGES,
+    Obj,
+    by_kind,
+    container,
+    deployment,
+    lint,
+    mutated,
+    plant_yaml,
+    render,
+    render_error,
+    secret_env,
+    validate_all,
+    validate_core,
+    validate_crd,
+    validate_kafka_trigger,
+    walk,
+)
+
+CPU = ("-f", str(CHART / "values-cpu.yaml"))
+GPU = "nvidia.com/gpu"
+
+# What the Secret would hold, one recognisable value per key (formats the loader takes).
+SAMPLE_SECRETS = {
+    "KAFKA_USERNAME": "user-5e1c7a",
+    "KAFKA_PASSWORD": "kafka-pw-5e1c7a",
+    "REDIS_URL": "rediss://:redis-url-pw-5e1c7a@redis.plant.local:6379/0",
+    "REDIS_PASSWORD": "redis-pw-5e1c7a",
+    "MES_WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"mes-secret-5e1c7a-0123456789").decode(),
+    "DASHBOARD_TOKEN": "dashboard-token-5e1c7a",
+}
+
+
+def pod_env(objs: list[Obj]) -> dict[str, str]:
+    """The secret environment a pod would see: exactly the variables the chart takes from
+    the Secret, each with its sample value."""
+    names = secret_env(objs)
+    missing = set(names) - set(SAMPLE_SECRETS)
+    assert not missing, f"add a sample value for {sorted(missing)} to SAMPLE_SECRETS"
+    return {n: SAMPLE_SECRETS[n] for n in names}
+
+
+def loaded_config(objs: list[Obj]) -> PlantConfig:
+    """The rendered plant.yaml through the real loader, with only the pods' secret env."""
+    return parse_config(yaml.safe_load(plant_yaml(objs)), "plant.yaml", env=pod_env(objs))
+
+
+def gpu_anywhere(dep: Obj) -> list[str]:
+    return [p for p, v in walk(dep) if GPU in str(p) or v == GPU]
+
+
+# --------------------------------------------------------------------------- objects
+
+
+def test_default_values_render_one_deployment_per_stage_with_gpu_workers() -> None:
+    objs = render()
+    kinds = sorted(o["kind"] for o in objs)
+    assert kinds == sorted(
+        ["ConfigMap", "Service", "ScaledObject", "TriggerAuthentication"]
+        + ["Deployment"] * 4
+        + ["PodDisruptionBudget"] * 4
+    )
+    assert "Secret" not in kinds  # the chart never holds a secret value
+    cfg = loaded_config(objs)
+    ports = {
+        "ingest": cfg.observe.ingest_port,
+        "worker": cfg.observe.worker_port,
+        "act": cfg.observe.act_port,
+        "dashboard": cfg.observe.dashboard_port,
+    }
+    for stage in STAGES:
+        dep = deployment(objs, stage)
+        c = container(dep)
+        assert c["args"][:3] == [stage, "--config", "/etc/inspector/config/plant.yaml"]
+        [port] = c["ports"]
+        assert port["containerPort"] == ports[stage]
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            get = c[probe]["httpGet"]
+            assert get["port"] == port["name"]
+            assert get["path"] == ("/readyz" if probe == "readinessProbe" else "/healthz")
+        pod = dep["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+        assert dep["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(
+            ports[stage]
+        )
+        if stage != "worker":
+            assert not gpu_anywhere(dep), f"{stage} asks for a GPU"
+
+    worker = deployment(objs, "worker")
+    res = container(worker)["resources"]
+    assert res["requests"][GPU] == res["limits"][GPU] == 1
+    pod = worker["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert {"key": GPU, "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert "replicas" not in worker["spec"], "KEDA owns the worker's replica count"
+    assert deployment(objs, "ingest")["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment(objs, "ingest")["spec"]["replicas"] == 1
+    [svc] = by_kind(objs, "Service").values()
+    assert (
+        svc["spec"]["selector"] == deployment(objs, "dashboard")["spec"]["selector"]["matchLabels"]
+    )
+    validate_all(objs)
+
+
+def test_cpu_variant_asks_for_no_gpu() -> None:
+    objs = render(*CPU)
+    worker = deployment(objs, "worker")
+    assert not gpu_anywhere(worker), gpu_anywhere(worker)
+    pod = worker["spec"]["template"]["spec"]
+    assert "nodeSelector" not in pod and "tolerations" not in pod
+    assert container(worker)["resources"]["requests"]["cpu"] == "4"
+    cfg = loaded_config(objs)
+    assert cfg.model.device == "cpu" and cfg.model.threads == 4
+    assert by_kind(objs, "ScaledObject"), "the CPU variant is autoscaled too"
+    validate_all(objs)
+
+
+@pytest.mark.parametrize("variant", [(), CPU], ids=["gpu", "cpu"])
+def test_helm_lint_strict_passes(variant: tuple[str, ...]) -> None:
+    proc = lint(*variant)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 chart(s) failed" in proc.stdout
+    assert "[WARNING]" not in proc.stdout and "[ERROR]" not in proc.stdout
+
+
+def test_every_stage_has_a_pod_disruption_budget_over_its_pods() -> None:
+    objs = render()
+    pdbs = by_kind(objs, "PodDisruptionBudget")
+    assert set(pdbs) == {f"{RELEASE}-{s}" for s in STAGES}
+    for stage in STAGES:
+        dep = deployment(objs, stage)
+        pdb = pdbs[f"{RELEASE}-{stage}"]["spec"]
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        assert pdb["selector"]["matchLabels"].items() <= labels.items()
+        assert pdb["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+        # a budget a single pod can never meet would block every node drain
+        if "minAvailable" in pdb:
+            assert pdb["minAvailable"] < dep["spec"]["replicas"], stage
+        else:
+            assert pdb["maxUnavailable"] >= 1, stage
+    assert pdbs[f"{RELEASE}-worker"]["spec"] == {
+        "maxUnavailable": 1,
+        "selector": deployment(objs, "worker")["spec"]["selector"],
+    }
+
+
+# --------------------------------------------------------------------------- KEDA
+
+
+@pytest.mark.parametrize("partitions", [None, 24, 3])
+def test_workers_scale_on_frames_lag_capped_at_the_partition_count(
+    partitions: int | None,
+) -> None:
+    args = () if partitions is None else ("--set", f"config.topics.partitions={partitions}")
+    objs = render(*args)
+    cfg = loaded_config(objs)
+    assert partitions is None or cfg.topics.partitions == partitions
+    [so] = by_kind(objs, "ScaledObject").values()
+    spec = so["spec"]
+    assert spec["scaleTargetRef"]["name"] == deployment(objs, "worker")["metadata"]["name"]
+    assert spec["maxReplicaCount"] == cfg.topics.partitions
+    assert spec["minReplicaCount"] == 1
+    [trig] = spec["triggers"]
+    assert trig["type"] == "kafka"
+    md = trig["metadata"]
+    assert md["bootstrapServers"] == cfg.kafka.bootstrap_servers
+    assert md["consumerGroup"] == cfg.worker.group_id
+    assert md["topic"] == cfg.topics.frames
+    assert md["lagThreshold"] == "50"
+    assert md["allowIdleConsumers"] == "false"
+    assert md["sasl"] == "scram_sha512" and md["tls"] == "enable"  # SASL_SSL, SCRAM-SHA-512
+    [auth] = by_kind(objs, "TriggerAuthentication").values()
+    assert trig["authenticationRef"]["name"] == auth["metadata"]["name"]
+    refs = {r["parameter"]: (r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]}
+    env = secret_env(objs)
+    # KEDA authenticates as the workers do: the same Secret keys
+    assert refs["username"] == env["KAFKA_USERNAME"]
+    assert refs["password"] == env["KAFKA_PASSWORD"]
+    assert refs["ca"] == ("inspector-secrets", "kafka-ca.pem")
+    validate_all(objs)
+
+
+def test_plaintext_kafka_scales_without_trigger_authentication(tmp_path: Path) -> None:
+    values = tmp_path / "plaintext.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "config": {
+                    "kafka": {
+                        "bootstrap_servers": "kafka:9092",
+                        "security_protocol": "PLAINTEXT",
+                        "sasl_mechanism": None,
+                        "sasl_username": None,
+                        "sasl_password": None,
+                        "ssl_ca_location": None,
+                    }
+                },
+                "secret": {"env": {"KAFKA_USERNAME": None, "KAFKA_PASSWORD": None}},
+            }
+        )
+    )
+    objs = render("-f", str(values))
+    assert not by_kind(objs, "TriggerAuthentication")
+    [so] = by_kind(objs, "ScaledObject").values()
+    [trig] = so["spec"]["triggers"]
+    assert "authenticationRef" not in trig and "sasl" not in trig["metadata"]
+    assert trig["metadata"]["tls"] == "disable"
+    assert "KAFKA_PASSWORD" not in secret_env(objs)
+    assert loaded_config(objs).kafka.security_protocol == "PLAINTEXT"
+    validate_all(objs)
+
+
+def test_autoscaling_off_gives_the_workers_a_fixed_replica_count() -> None:
+    objs = render("--set", "worker.autoscaling.enabled=false", "--set", "worker.replicas=3")
+    assert not by_kind(objs, "ScaledObject") and not by_kind(objs, "TriggerAuthentication")
+    assert deployment(objs, "worker")["spec"]["replicas"] == 3
+    validate_all(objs)
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+@pytest.mark.parametrize("variant", [(), CPU], ids=["gpu", "cpu"])
+def test_secrets_come_only_from_kubernetes_secrets(variant: tuple[str, ...]) -> None:
+    objs = render(*variant)
+    env = pod_env(objs)
+    assert set(env) == set(SAMPLE_SECRETS)
+    for stage in STAGES:
+        c = container(deployment(objs, stage))
+        assert "envFrom" not in c
+        for e in c["env"]:
+            if e["name"] in SAMPLE_SECRETS:
+                assert set(e) == {"name", "valueFrom"}, e
+                assert e["valueFrom"]["secretKeyRef"]["name"] == "inspector-secrets"
+        mounts = {m["name"]: m for m in c["volumeMounts"]}
+        assert mounts["secret-files"]["readOnly"] is True
+        vols = {
+            v["name"]: v for v in deployment(objs, stage)["spec"]["template"]["spec"]["volumes"]
+        }
+        assert vols["secret-files"]["secret"]["secretName"] == "inspector-secrets"
+        keys = {i["key"] for i in vols["secret-files"]["secret"]["items"]}
+        assert keys == {"kafka-ca.pem", "redis-ca.pem", "store-keys"}
+
+    # The plant config loads with nothing but the pods' secret environment, and every
+    # secret field of it (SecretStr) holds a value that came from the Secret.
+    cfg = loaded_config(objs)
+    _, secrets = dump_config(cfg)
+    assert secrets, "the default plant has secrets"
+    assert set(secrets.values()) <= set(env.values()), secrets
+    assert cfg.redis.url == env["REDIS_URL"]  # the URL may carry a password: from the Secret
+    assert cfg.frames.encryption.keys_file == "/etc/inspector/secrets/store-keys"
+
+    for cm in by_kind(objs, "ConfigMap").values():
+        text = yaml.safe_dump(cm)
+        for name, value in SAMPLE_SECRETS.items():
+            assert value not in text, f"{name}'s value is in ConfigMap {cm['metadata']['name']}"
+        data = yaml.safe_load(cm["data"]["plant.yaml"])
+        for path, value in walk(data):
+            leaf = path.rsplit(".", 1)[-1]
+            if any(w in leaf for w in ("password", "token", "secrets")) and value:
+                assert all(
+                    str(v).startswith("${") for v in (value if isinstance(value, list) else [value])
+                ), f"{path} in the ConfigMap is not a ${{NAME}} reference"
+
+
+def _values() -> dict[str, Any]:
+    return dict(yaml.safe_load((CHART / "values.yaml").read_text()))
+
+
+def _with_workflow_secret(secret: str) -> dict[str, Any]:
+    workflows = _values()["config"]["workflows"]
+    workflows[2]["secrets"] = [secret]
+    return {"workflows": workflows}
+
+
+def _with_camera_url(url: str) -> dict[str, Any]:
+    lines = _values()["config"]["lines"]
+    lines[0]["cameras"][0]["url"] = url
+    return {"lines": lines}
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"kafka": {"sasl_password": "hunter2"}}, "config.kafka.sasl_password must be a ${NAME}"),
+        (
+            {"kafka": {"sasl_password": "${KAFKA_PASSWORD:-hunter2}"}},
+            "config.kafka.sasl_password must be a ${NAME}",
+        ),
+        ({"kafka": {"ssl_key_password": "k3y"}}, "config.kafka.ssl_key_password must be a"),
+        ({"redis": {"password": "hunter2"}}, "config.redis.password must be a ${NAME}"),
+        ({"observe": {"dashboard_token": "t0ken"}}, "config.observe.dashboard_token must be a"),
+        (
+            _with_workflow_secret("whsec_QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"),
+            "config.workflows[2].secrets[0] must be a ${NAME}",
+        ),
+        ({"redis": {"url": "redis://:pw@redis:6379/0"}}, "config.redis.url holds credentials"),
+        (
+            _with_camera_url("rtsp://admin:pw@10.0.0.1/s"),
+            "config.lines[0].cameras[0].url holds a password",
+        ),
+        (
+            {"observe": {"metrics_host": "127.0.0.1"}},
+            "config.observe.metrics_host must be 0.0.0.0",
+        ),
+        ({"observe": {"worker_port": 0}}, "config.observe.worker_port must be a port 1-65535"),
+        ({"kafka": {"bootstrap_servers": "${KAFKA}"}}, "bootstrap_servers must be literal"),
+        ({"kafka": {"sasl_mechanism": "GSSAPI"}}, "KEDA's kafka scaler takes PLAIN"),
+    ],
+)
+def test_chart_refuses_secret_values_and_unprobeable_configs(
+    config: dict[str, Any], message: str, tmp_path: Path
+) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"config": config}))
+    err = render_error("-f", str(values))
+    assert message in err, err
+    assert len([ln for ln in err.strip().splitlines() if ln.startswith("Error")]) == 1
+
+
+# --------------------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize("variant", [(), CPU], ids=["gpu", "cpu"])
+def test_rendered_config_passes_inspector_config_check(
+    variant: tuple[str, ...], tmp_path: Path
+) -> None:
+    """The real CLI on the ConfigMap's plant.yaml, in an environment holding only what
+    the pods get from the Secret (no INSPECTOR__ overrides, nothing else)."""
+    objs = render(*variant)
+    path = tmp_path / "plant.yaml"
+    path.write_text(plant_yaml(objs))
+    base = {k: os.environ[k] for k in ("PATH", "PYTHONPATH", "HOME", "LANG") if k in os.environ}
+    proc = subprocess.run(
+        [sys.executable, "-m", "inspector", "config", "check", str(path)],
+        env={**base, **pod_env(objs)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "OK — plant 'stuttgart-2', 1 lines, 2 cameras, 3 workflows" in proc.stdout
+    # and without the Secret the same file is refused, naming the missing variable
+    proc = subprocess.run(
+        [sys.executable, "-m", "inspector", "config", "check", str(path)],
+        env=base,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "environment variable KAFKA_PASSWORD is not set" in proc.stdout + proc.stderr
+
+
+# --------------------------------------------------------------------------- validators
+
+
+def _bad(objs: list[Obj]) -> list[tuple[str, Obj, Any]]:
+    worker = deployment(objs, "worker")
+    [so] = by_kind(objs, "ScaledObject").values()
+    [auth] = by_kind(objs, "TriggerAuthentication").values()
+    pdb = by_kind(objs, "PodDisruptionBudget")[f"{RELEASE}-act"]
+    c = ["spec", "template", "spec", "containers", 0]
+    md = ["spec", "triggers", 0, "metadata"]
+    return [
+        ("unknown container field", mutated(worker, [*c, "livenesProbe"], {}), validate_core),
+        ("port as a list", mutated(worker, [*c, "ports", 0, "containerPort"], [1]), validate_core),
+        ("bad strategy", mutated(worker, ["spec", "strategy", "type"], 1), validate_core),
+        ("pdb typo", mutated(pdb, ["spec", "minAvaliable"], 1), validate_core),
+        ("max replicas as text", mutated(so, ["spec", "maxReplicaCount"], "12"), validate_crd),
+        ("unknown spec field", mutated(so, ["spec", "maxReplicas"], 12), validate_crd),
+        ("lag as a number", mutated(so, [*md, "lagThreshold"], 50), validate_crd),
+        ("no scale target", mutated(so, ["spec", "scaleTargetRef"], {}), validate_crd),
+        (
+            "metadata typo",
+            mutated(so, [*md, "lagThreshhold"], "50"),
+            validate_kafka_trigger,
+        ),
+        ("sasl enum", mutated(so, [*md, "sasl"], "scram-sha-512"), validate_kafka_trigger),
+        (
+            "auth parameter",
+            mutated(auth, ["spec", "secretTargetRef", 0, "parameter"], "user"),
+            validate_kafka_trigger,
+        ),
+    ]
+
+
+def test_validators_reject_broken_objects() -> None:
+    """The schema checks bite: each broken copy of a rendered object is rejected."""
+    for what, obj, check in _bad(render()):
+        with pytest.raises(AssertionError):
+            check(obj)
+            pytest.fail(f"{what}: accepted")
