@@ -20,14 +20,20 @@ from typing import Any
 
 import jsonschema
 import kubernetes_validate
+import kubernetes_validate.utils
 import pytest
 import yaml
+
+# kubernetes-validate reads and parses its schema files (MBs of JSON) on every call;
+# parse each once per session (it never changes what they hold).
+kubernetes_validate.utils.schema_contents = cache(kubernetes_validate.utils.schema_contents)
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "deploy" / "helm" / "inspector"
 RELEASE = "inspector"
 NAMESPACE = "inspector"
 STAGES = ("ingest", "worker", "act", "dashboard")
+SINK = ("--set", "sink.enabled=true")  # the lakehouse sink, off by default
 # The oldest Kubernetes the chart declares (Chart.yaml kubeVersion) and the newest
 # schema set kubernetes-validate bundles: every object must pass both.
 KUBE_VERSIONS = ("1.27", "1.37")
@@ -116,7 +122,8 @@ def secret_env(objs: list[Obj]) -> dict[str, tuple[str, str]]:
     """Environment variables every stage takes from a Secret: name -> (secret, key),
     asserting that all stages take the same ones."""
     seen: dict[str, tuple[str, str]] | None = None
-    for stage in STAGES:
+    deps = by_kind(objs, "Deployment")
+    for stage in [*STAGES, *(["sink"] if f"{RELEASE}-sink" in deps else [])]:
         env = {
             e["name"]: (
                 e["valueFrom"]["secretKeyRef"]["name"],

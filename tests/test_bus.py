@@ -241,7 +241,10 @@ def test_a_record_the_handler_fails_on_is_dead_lettered_and_the_stage_runs_on(
         loop.shutdown.request()
         t.join(15)
     assert {decode(m.value(), m.headers(), PartTrigger).part_id for m in outs} == {
-        "p0", "p1", "p2", "p3"
+        "p0",
+        "p1",
+        "p2",
+        "p3",
     }
     rec = decode(dlq.value(), dlq.headers(), DeadLetterRecord)
     assert rec.reason == "handler_error" and "ValueError: cannot serialize" in rec.error
@@ -302,7 +305,8 @@ def test_group_settings_for_each_protocol_and_static_membership() -> None:
 
 
 def test_kip848_group_session_is_set_on_the_broker_and_static_ids_are_stable(
-    make_config, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+    make_config,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
 ) -> None:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
@@ -310,8 +314,12 @@ def test_kip848_group_session_is_set_on_the_broker_and_static_ids_are_stable(
     from inspector.bus.kafka import client_config, stage_consumer
 
     cfg: PlantConfig = make_config(
-        kafka={"group_protocol": "consumer", "static_membership": True,
-               "session_timeout_ms": 1500, "heartbeat_interval_ms": 500}
+        kafka={
+            "group_protocol": "consumer",
+            "static_membership": True,
+            "session_timeout_ms": 1500,
+            "heartbeat_interval_ms": 500,
+        }
     )
     create_topics(cfg)
     monkeypatch.setenv("INSPECTOR_INSTANCE_ID", "pod-7")
@@ -337,6 +345,7 @@ def test_kip848_group_session_is_set_on_the_broker_and_static_ids_are_stable(
     finally:
         consumer.close()
 
+
 class _RebalancedOnce:
     """A real transactional producer whose first offset commit meets what a rebalance
     that overtook the batch gives (ILLEGAL_GENERATION, abortable, not fatal)."""
@@ -350,9 +359,15 @@ class _RebalancedOnce:
 
         if not self.raised:
             self.raised += 1
-            raise KafkaException(KafkaError(
-                KafkaError.ILLEGAL_GENERATION, "Specified group generation id is not valid",
-                fatal=False, retriable=False, txn_requires_abort=True))
+            raise KafkaException(
+                KafkaError(
+                    KafkaError.ILLEGAL_GENERATION,
+                    "Specified group generation id is not valid",
+                    fatal=False,
+                    retriable=False,
+                    txn_requires_abort=True,
+                )
+            )
         self._inner.send_offsets_to_transaction(*args)  # type: ignore[attr-defined]
 
     def __getattr__(self, name: str) -> object:
@@ -365,19 +380,22 @@ def test_a_transaction_overtaken_by_a_rebalance_is_redone_not_fatal(plant: Plant
     import uuid
 
     create_topics(plant)
-    produce(plant, plant.topics.triggers,
-            [encode(trigger(i), source="t", time=1.0) for i in range(12)])
+    produce(
+        plant, plant.topics.triggers, [encode(trigger(i), source="t", time=1.0) for i in range(12)]
+    )
     loop = echo_loop(plant, "g-txn-rebalance", transactional=True)
-    real = make_producer(plant.kafka, client_suffix="echo-txn",
-                         transactional_id=f"echo-{uuid.uuid4().hex[:8]}")
+    real = make_producer(
+        plant.kafka, client_suffix="echo-txn", transactional_id=f"echo-{uuid.uuid4().hex[:8]}"
+    )
     flaky = _RebalancedOnce(real)
     loop.producer = flaky  # type: ignore[assignment]
 
     def produce_with(batch: list) -> None:  # type: ignore[type-arg]
         for _msg, ev in batch:
             value, headers = encode(ev, source="echo", time=ev.at)
-            real.produce(plant.topics.actions, value=value, headers=headers,
-                         on_delivery=loop.tracker)
+            real.produce(
+                plant.topics.actions, value=value, headers=headers, on_delivery=loop.tracker
+            )
 
     loop.handle = produce_with  # type: ignore[method-assign]
     t = start(loop)

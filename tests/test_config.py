@@ -213,7 +213,9 @@ def check_cli(path: Path) -> tuple[int, str, float]:
     t0 = time.monotonic()
     res = subprocess.run(
         [sys.executable, "-m", "inspector", "config", "check", str(path)],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     return res.returncode, res.stdout + res.stderr, time.monotonic() - t0
 
@@ -222,21 +224,39 @@ def hostile_files() -> list[tuple[str, bytes, str]]:
     deep = "lines: " + "[" * 5000 + "]" * 5000 + "\n"
     return [
         ("alias-bomb", alias_bomb().encode(), "expands (aliases included) to more than"),
-        ("latin-1", (GOOD + "plant: Usine Bévillers\n").encode("latin-1"),
-         "line 5, column 15: not UTF-8 (byte 0xe9)"),
+        (
+            "latin-1",
+            (GOOD + "plant: Usine Bévillers\n").encode("latin-1"),
+            "line 5, column 15: not UTF-8 (byte 0xe9)",
+        ),
         ("deep", deep.encode(), "line 1, column 39: nested deeper than 32 levels"),
-        ("duplicate-key", (GOOD + "plant: a\nplant: b\n").encode(),
-         "line 6, column 1: duplicate key 'plant' (first given at line 5, column 1)"),
-        ("nested-duplicate", (GOOD + "observe:\n  ingest_port: 1\n  ingest_port: 2\n").encode(),
-         "line 7, column 3: duplicate key 'ingest_port'"),
-        ("recursive-alias", (GOOD + "x: &x [*x]\n").encode(), "line 5, column 4: an alias refers to itself"),
-        ("nul", (GOOD + "plant: a\x00b\n").encode(), "line 5, column 9: invalid YAML: unacceptable character #x0000"),
+        (
+            "duplicate-key",
+            (GOOD + "plant: a\nplant: b\n").encode(),
+            "line 6, column 1: duplicate key 'plant' (first given at line 5, column 1)",
+        ),
+        (
+            "nested-duplicate",
+            (GOOD + "observe:\n  ingest_port: 1\n  ingest_port: 2\n").encode(),
+            "line 7, column 3: duplicate key 'ingest_port'",
+        ),
+        (
+            "recursive-alias",
+            (GOOD + "x: &x [*x]\n").encode(),
+            "line 5, column 4: an alias refers to itself",
+        ),
+        (
+            "nul",
+            (GOOD + "plant: a\x00b\n").encode(),
+            "line 5, column 9: invalid YAML: unacceptable character #x0000",
+        ),
         ("huge", GOOD.encode() + b"#" * 1_100_000 + b"\n", "the limit is 1000000"),
     ]
 
 
-@pytest.mark.parametrize(("name", "content", "expected"), hostile_files(),
-                         ids=[h[0] for h in hostile_files()])
+@pytest.mark.parametrize(
+    ("name", "content", "expected"), hostile_files(), ids=[h[0] for h in hostile_files()]
+)
 def test_hostile_file_is_one_located_error_exit_2(
     tmp_path: Path, name: str, content: bytes, expected: str
 ) -> None:
@@ -273,7 +293,9 @@ def test_aliases_within_budget_still_work(tmp_path: Path) -> None:
     cfg = load_config(path, env={})
     assert cfg.lines[1].rules.classes["scratch"].min_confidence == 0.3
     merged = tmp_path / "merge.yaml"
-    merged.write_text(GOOD + "observe: {<<: {ingest_port: 9111, act_port: 9113}, ingest_port: 9112}\n")
+    merged.write_text(
+        GOOD + "observe: {<<: {ingest_port: 9111, act_port: 9113}, ingest_port: 9112}\n"
+    )
     cfg = load_config(merged, env={})  # a merge key overridden is not a duplicate
     assert (cfg.observe.ingest_port, cfg.observe.act_port) == (9112, 9113)
 
@@ -287,8 +309,14 @@ def test_utf8_with_bom_and_unicode_names_load(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("observe", "expected"),
     [
-        ({"dashboard_port": True}, "observe.dashboard_port: Input should be a number, not the boolean true"),
-        ({"ingest_port": False}, "observe.ingest_port: Input should be a number, not the boolean false"),
+        (
+            {"dashboard_port": True},
+            "observe.dashboard_port: Input should be a number, not the boolean true",
+        ),
+        (
+            {"ingest_port": False},
+            "observe.ingest_port: Input should be a number, not the boolean false",
+        ),
     ],
 )
 def test_booleans_are_not_numbers(observe: dict[str, object], expected: str) -> None:
@@ -302,14 +330,19 @@ def test_numbers_from_the_environment_still_parse() -> None:
 
 def test_duplicate_ids_name_the_field_of_the_repeat() -> None:
     cam = {"url": "rtsp://h/x"}
-    errs = errors_of({"lines": [
-        {"id": "l1", "cameras": [{"id": "c1", **cam}, {"id": "c2", **cam}]},
-        {"id": "l1", "cameras": [{"id": "c2", **cam}]},
-    ]})
+    errs = errors_of(
+        {
+            "lines": [
+                {"id": "l1", "cameras": [{"id": "c1", **cam}, {"id": "c2", **cam}]},
+                {"id": "l1", "cameras": [{"id": "c2", **cam}]},
+            ]
+        }
+    )
     assert errs == [
         "lines[1].id: duplicate line id 'l1' (first at lines[0].id)",
         "lines[1].cameras[0].id: duplicate camera id 'c2' (first at lines[0].cameras[1].id)",
     ]
-    errs = errors_of({**MINIMAL, "workflows": [{"kind": "divert", "name": "g"},
-                                               {"kind": "divert", "name": "g"}]})
+    errs = errors_of(
+        {**MINIMAL, "workflows": [{"kind": "divert", "name": "g"}, {"kind": "divert", "name": "g"}]}
+    )
     assert errs == ["workflows[1].name: duplicate workflow name 'g' (first at workflows[0].name)"]

@@ -35,9 +35,12 @@ TOKEN = "demo-token-7f3a9c"
 def demo_config() -> PlantConfig:
     return load_config(
         DEFAULT_CONFIG,
-        env={"INSPECTOR_DEMO_MES_SECRET": SECRET, "INSPECTOR_DEMO_TOKEN": TOKEN,
-             "INSPECTOR_DEMO_KAFKA": "127.0.0.1:39092",
-             "INSPECTOR_DEMO_REDIS": "redis://127.0.0.1:36379/0"},
+        env={
+            "INSPECTOR_DEMO_MES_SECRET": SECRET,
+            "INSPECTOR_DEMO_TOKEN": TOKEN,
+            "INSPECTOR_DEMO_KAFKA": "127.0.0.1:39092",
+            "INSPECTOR_DEMO_REDIS": "redis://127.0.0.1:36379/0",
+        },
     )
 
 
@@ -51,14 +54,27 @@ def test_a_verdict_from_an_unconfigured_camera_is_counted_apart() -> None:
     s = score([JudgedFrame("z-cam-9", 5, 1.0, "FAIL")], clips={})
     assert s.unknown_camera == 1 and s.as_dict()["frames_from_cameras_without_truth"] == 1
 
-    rates = {"defective": 0, "clean": 0, "caught": 0, "false_rejects": 0,
-             "recall": None, "false_reject_rate": None}
+    rates = {
+        "defective": 0,
+        "clean": 0,
+        "caught": 0,
+        "false_rejects": 0,
+        "recall": None,
+        "false_reject_rate": None,
+    }
     card = {
-        "duration_s": 1.0, "cameras": 4, "frames_captured": 3, "frames_verdicted": 2,
-        "frames_dropped": 0, "verdicts": counts, "verdicts_unconfigured_cameras": unconfigured,
+        "duration_s": 1.0,
+        "cameras": 4,
+        "frames_captured": 3,
+        "frames_verdicted": 2,
+        "frames_dropped": 0,
+        "verdicts": counts,
+        "verdicts_unconfigured_cameras": unconfigured,
         "quality": {"per_frame": rates, "per_part": rates},
         "capture_to_verdict_s": {"p50": None, "p95": None, "p99": None},
-        "actions": {}, "mes": {}, "path": "x.json",
+        "actions": {},
+        "mes": {},
+        "path": "x.json",
     }
     lines: list[str] = []
     print_scorecard(card, lines.append)
@@ -77,15 +93,26 @@ def test_live_view_shows_the_rate_cameras_are_judged_at(tmp_path: Path) -> None:
     assert 2.8 <= camera_fps(cam) <= 3.1, cam
     assert camera_fps(idle) == 0.0
     out = io.StringIO()
-    Console(file=out, width=200).print(live_table(snap, {
-        "elapsed": 10, "duration": "60s", "dashboard": "http://x", "actions": {},
-        "tickets": 0, "verified": 0}))
+    Console(file=out, width=200).print(
+        live_table(
+            snap,
+            {
+                "elapsed": 10,
+                "duration": "60s",
+                "dashboard": "http://x",
+                "actions": {},
+                "tickets": 0,
+                "verified": 0,
+            },
+        )
+    )
     row = next(line for line in out.getvalue().splitlines() if "a-cam-1" in line)
     assert f"{camera_fps(cam):.1f}" in row and " 0.0 " not in row, row
 
 
-def test_effective_config_for_observing_the_demo(tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_effective_config_for_observing_the_demo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = demo_config()
     cmds = write_effective_config(cfg, tmp_path)
     plant, env_file = tmp_path / "plant.yaml", tmp_path / "demo.env"
@@ -120,8 +147,14 @@ def test_live_view_tracks_manual_inspection_apart_from_stops_and_resume_ends_bot
     now = time.time()
 
     def cmd(cid: str, kind: str, episode: str | None) -> LineCommand:
-        return LineCommand(command_id=cid, line_id="line-a", command=kind,  # type: ignore[arg-type]
-                           episode_id=episode, reason=kind, issued_at=now)
+        return LineCommand(
+            command_id=cid,
+            line_id="line-a",
+            command=kind,  # type: ignore[arg-type]
+            episode_id=episode,
+            reason=kind,
+            issued_at=now,
+        )
 
     view.apply_event("line-commands", cmd("c1", "manual_inspection", "ep-m"))
     view.apply_event("line-commands", cmd("c2", "stop", "ep-s"))

@@ -11,15 +11,15 @@ import typer
 import yaml
 
 from inspector.cli import app
-from tests.helmchart import CHART, REPO, STAGES, container, deployment, render
+from tests.helmchart import CHART, REPO, SINK, STAGES, container, deployment, render
 
 DOCKERFILE = (REPO / "deploy" / "Dockerfile").read_text()
 
 
 def test_each_stage_runs_a_cli_command_with_the_mounted_config() -> None:
-    objs = render()
+    objs = render(*SINK)
     commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
-    for stage in STAGES:
+    for stage in (*STAGES, "sink"):
         dep = deployment(objs, stage)
         c = container(dep)
         cmd, flag, path = c["args"][:3]
@@ -39,8 +39,8 @@ def test_pods_run_as_the_image_user_with_a_writable_cache() -> None:
     assert yaml.safe_load(entry.group(1)) == ["inspector"]  # the chart's args are subcommands
     cache_env = re.search(r"INSPECTOR_CACHE_DIR=(\S+)", DOCKERFILE)
     assert cache_env
-    for stage in STAGES:
-        dep = deployment(render(), stage)
+    for stage in (*STAGES, "sink"):
+        dep = deployment(render(*SINK), stage)
         pod = dep["spec"]["template"]["spec"]
         c = container(dep)
         assert pod["securityContext"]["runAsUser"] == int(user.group(1))

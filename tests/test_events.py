@@ -62,8 +62,16 @@ def test_inline_frame_round_trip() -> None:
 
 def pass_verdict(verdict_id: str) -> VerdictEvent:
     t = Timings(captured_at=1.0, ingested_at=1.1, emitted_at=1.2)
-    return VerdictEvent(verdict_id=verdict_id, frame_id="f", camera_id="c", line_id="l",
-                        seq=1, verdict="PASS", rule="pass", timings=t)
+    return VerdictEvent(
+        verdict_id=verdict_id,
+        frame_id="f",
+        camera_id="c",
+        line_id="l",
+        seq=1,
+        verdict="PASS",
+        rule="pass",
+        timings=t,
+    )
 
 
 def test_verdict_id_is_deterministic() -> None:

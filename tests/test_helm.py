@@ -20,6 +20,7 @@ from inspector.config import PlantConfig, dump_config, parse_config
 from tests.helmchart import (
     CHART,
     RELEASE,
+    SINK,
     STAGES,
     Obj,
     by_kind,
@@ -166,6 +167,50 @@ def test_every_stage_has_a_pod_disruption_budget_over_its_pods() -> None:
     }
 
 
+def test_lake_sink_runs_on_its_volume_when_enabled() -> None:
+    assert "sink" not in {d.split("-", 1)[1] for d in by_kind(render(), "Deployment")}
+    objs = render(*SINK)
+    cfg = loaded_config(objs)
+    sink = deployment(objs, "sink")
+    c = container(sink)
+    assert c["args"][:3] == ["sink", "--config", "/etc/inspector/config/plant.yaml"]
+    [port] = c["ports"]
+    assert port["containerPort"] == cfg.lake.port == 9104
+    assert c["readinessProbe"]["httpGet"] == {
+        "path": "/readyz",
+        "port": port["name"],
+        "scheme": "HTTP",
+    }
+    assert sink["spec"]["replicas"] == 1
+    assert sink["spec"]["strategy"] == {"type": "Recreate"}
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert mounts["lake"] == cfg.lake.data_dir == "/var/lib/inspector/lake"
+    vols = {v["name"]: v for v in sink["spec"]["template"]["spec"]["volumes"]}
+    [pvc] = by_kind(objs, "PersistentVolumeClaim").values()
+    assert vols["lake"]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    assert f"{RELEASE}-sink" in by_kind(objs, "PodDisruptionBudget")
+    assert not gpu_anywhere(sink)
+    validate_all(objs)
+    # a shared catalog and warehouse: several sinks, no volume
+    objs = render(
+        *SINK,
+        "--set",
+        "sink.persistence.enabled=false,sink.replicas=2",
+        "--set-string",
+        "config.lake.catalog_uri=${LAKE_CATALOG_URI},config.lake.warehouse=s3://plant/lake",
+        "--set-string",
+        "secret.env.LAKE_CATALOG_URI=lake-catalog-uri",
+    )
+    sink = deployment(objs, "sink")
+    assert sink["spec"]["replicas"] == 2 and "lake" not in {
+        m["name"] for m in container(sink)["volumeMounts"]
+    }
+    assert not by_kind(objs, "PersistentVolumeClaim")
+    assert secret_env(objs)["LAKE_CATALOG_URI"] == ("inspector-secrets", "lake-catalog-uri")
+    validate_all(objs)
+
+
 # --------------------------------------------------------------------------- KEDA
 
 
@@ -285,6 +330,11 @@ def test_secrets_come_only_from_kubernetes_secrets(variant: tuple[str, ...]) -> 
                 ), f"{path} in the ConfigMap is not a ${{NAME}} reference"
 
 
+def test_more_sinks_need_a_shared_catalog_not_the_volume() -> None:
+    err = render_error(*SINK, "--set", "sink.replicas=2")
+    assert "sink.replicas > 1 needs a shared catalog" in err
+
+
 def _values() -> dict[str, Any]:
     return dict(yaml.safe_load((CHART / "values.yaml").read_text()))
 
@@ -328,6 +378,12 @@ def _with_camera_url(url: str) -> dict[str, Any]:
         ({"observe": {"worker_port": 0}}, "config.observe.worker_port must be a port 1-65535"),
         ({"kafka": {"bootstrap_servers": "${KAFKA}"}}, "bootstrap_servers must be literal"),
         ({"kafka": {"sasl_mechanism": "GSSAPI"}}, "KEDA's kafka scaler takes PLAIN"),
+        (
+            {"lake": {"catalog_uri": "postgresql+psycopg2://lake:pw@db/lake"}},
+            "config.lake.catalog_uri holds a password",
+        ),
+        ({"lake": {"data_dir": "lake"}}, "config.lake.data_dir must be an absolute path"),
+        ({"lake": {"port": 0}}, "config.lake.port must be a port 1-65535"),
     ],
 )
 def test_chart_refuses_secret_values_and_unprobeable_configs(
@@ -335,7 +391,7 @@ def test_chart_refuses_secret_values_and_unprobeable_configs(
 ) -> None:
     values = tmp_path / "values.yaml"
     values.write_text(yaml.safe_dump({"config": config}))
-    err = render_error("-f", str(values))
+    err = render_error("-f", str(values), *(SINK if "lake" in config else ()))
     assert message in err, err
     assert len([ln for ln in err.strip().splitlines() if ln.startswith("Error")]) == 1
 

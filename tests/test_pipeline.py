@@ -44,16 +44,26 @@ def metric_total(port: int, name: str) -> float:
 def mini_plant(make_config: Callable[..., PlantConfig]) -> Any:
     from inspector.sim import SceneConfig, SimCameraFleet
 
-    fleet = SimCameraFleet({"cam-1": SceneConfig(seed=31, width=640, height=360,
-                                                 clip_seconds=10, defect_rate=0.7)})
+    fleet = SimCameraFleet(
+        {"cam-1": SceneConfig(seed=31, width=640, height=360, clip_seconds=10, defect_rate=0.7)}
+    )
     fleet.start()
     cfg = make_config(
-        lines=[{
-            "id": "line-1",
-            "cameras": [{"id": "cam-1", "url": fleet.url("cam-1"), "sample_fps": 5,
-                         "width": 640, "height": 360}],
-            "rules": demo_plant()["lines"][0]["rules"],
-        }],
+        lines=[
+            {
+                "id": "line-1",
+                "cameras": [
+                    {
+                        "id": "cam-1",
+                        "url": fleet.url("cam-1"),
+                        "sample_fps": 5,
+                        "width": 640,
+                        "height": 360,
+                    }
+                ],
+                "rules": demo_plant()["lines"][0]["rules"],
+            }
+        ],
         models=demo_plant()["models"],
         workflows=[{"kind": "divert", "name": "gate", "filter": {"verdicts": ["FAIL"]}}],
         observe={"dashboard_token": TOKEN},
@@ -74,24 +84,36 @@ def test_mini_pipeline_metrics_trace_and_dashboard(mini_plant: Any, artifacts_di
     ports = {"ingest": free_port(), "worker": free_port()}
     stops = [Shutdown() for _ in range(3)]
     threads = [
-        threading.Thread(target=run_ingest, args=(cfg, stops[0]),
-                         kwargs={"metrics_port": ports["ingest"]}, daemon=True),
-        threading.Thread(target=run_worker, args=(cfg,),
-                         kwargs={"metrics_port": ports["worker"], "shutdown": stops[1]},
-                         daemon=True),
-        threading.Thread(target=run_act, args=(cfg, stops[2]), kwargs={"metrics_port": 0},
-                         daemon=True),
+        threading.Thread(
+            target=run_ingest,
+            args=(cfg, stops[0]),
+            kwargs={"metrics_port": ports["ingest"]},
+            daemon=True,
+        ),
+        threading.Thread(
+            target=run_worker,
+            args=(cfg,),
+            kwargs={"metrics_port": ports["worker"], "shutdown": stops[1]},
+            daemon=True,
+        ),
+        threading.Thread(
+            target=run_act, args=(cfg, stops[2]), kwargs={"metrics_port": 0}, daemon=True
+        ),
     ]
     for t in threads:
         t.start()
     dash = Dashboard(cfg, port=0, since=start_of_today()).start()
     try:
-        wait_for(lambda: _ok(ports["worker"], "inspector_verdicts_total") >= 5, 90,
-                 "the first verdicts")
+        wait_for(
+            lambda: _ok(ports["worker"], "inspector_verdicts_total") >= 5, 90, "the first verdicts"
+        )
         before = metric_total(ports["worker"], "inspector_verdicts_total")
         ingested_before = metric_total(ports["ingest"], "inspector_frames_ingested_total")
-        wait_for(lambda: metric_total(ports["worker"], "inspector_verdicts_total") >= before + 10,
-                 60, "verdicts to keep coming")
+        wait_for(
+            lambda: metric_total(ports["worker"], "inspector_verdicts_total") >= before + 10,
+            60,
+            "verdicts to keep coming",
+        )
         assert metric_total(ports["ingest"], "inspector_frames_ingested_total") > ingested_before
         assert metric_total(ports["worker"], "inspector_inference_seconds_count") > 0
 
@@ -99,17 +121,32 @@ def test_mini_pipeline_metrics_trace_and_dashboard(mini_plant: Any, artifacts_di
         cmds = read(cfg, [cfg.topics.line_commands], count=1, timeout_s=90)
         assert cmds, "no FAIL was diverted: the model found no defect on a defect-rich line"
         cmd = decode(cmds[0].value(), cmds[0].headers(), LineCommand)
-        verdict_msgs = read(cfg, [cfg.topics.verdicts],
-                            until=lambda ms: any(decode(m.value(), m.headers(), VerdictEvent)
-                                                 .verdict_id == cmd.verdict_id for m in ms))
-        vmsg = next(m for m in verdict_msgs
-                    if decode(m.value(), m.headers(), VerdictEvent).verdict_id == cmd.verdict_id)
+        verdict_msgs = read(
+            cfg,
+            [cfg.topics.verdicts],
+            until=lambda ms: any(
+                decode(m.value(), m.headers(), VerdictEvent).verdict_id == cmd.verdict_id
+                for m in ms
+            ),
+        )
+        vmsg = next(
+            m
+            for m in verdict_msgs
+            if decode(m.value(), m.headers(), VerdictEvent).verdict_id == cmd.verdict_id
+        )
         v = decode(vmsg.value(), vmsg.headers(), VerdictEvent)
-        frame_msgs = read(cfg, [cfg.topics.frames], until=lambda ms: any(
-            decode_frame(m.value(), m.headers())[0].frame_id == v.frame_id for m in ms))
+        frame_msgs = read(
+            cfg,
+            [cfg.topics.frames],
+            until=lambda ms: any(
+                decode_frame(m.value(), m.headers())[0].frame_id == v.frame_id for m in ms
+            ),
+        )
         fmeta: FrameMeta = next(
-            meta for meta, _ in (decode_frame(m.value(), m.headers()) for m in frame_msgs)
-            if meta.frame_id == v.frame_id)
+            meta
+            for meta, _ in (decode_frame(m.value(), m.headers()) for m in frame_msgs)
+            if meta.frame_id == v.frame_id
+        )
         t_frame = trace_id(fmeta.traceparent)
         assert t_frame is not None
         assert trace_id(traceparent_from_headers(vmsg.headers())) == t_frame
@@ -151,8 +188,11 @@ def _browser_check(port: int, artifacts_dir: Path) -> None:
             expect(line.locator(".count-pass")).not_to_have_text(str(first), timeout=20000)
             img = line.locator(".gallery .shot img").first
             expect(img).to_be_visible(timeout=20000)
-            page.wait_for_function("img => img.complete && img.naturalWidth > 0",
-                                   arg=img.element_handle(), timeout=15000)
+            page.wait_for_function(
+                "img => img.complete && img.naturalWidth > 0",
+                arg=img.element_handle(),
+                timeout=15000,
+            )
             page.screenshot(path=str(artifacts_dir / "pipeline-dashboard.png"), full_page=True)
         finally:
             browser.close()

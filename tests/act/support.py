@@ -204,9 +204,7 @@ class Collector:
     def payloads(self, topic: str, kind: type[P]) -> list[P]:
         return [decode(m.value(), m.headers(), kind) for m in self.messages[topic]]
 
-    def wait(
-        self, cond: Callable[[], bool], timeout_s: float, what: str
-    ) -> None:
+    def wait(self, cond: Callable[[], bool], timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self.pump()

@@ -81,9 +81,12 @@ def test_divert_per_fail_with_debounce_counters_notify_and_metrics(
         {"kind": "divert", "name": "reject-gate", "debounce_s": 30},
         {"kind": "notify", "name": "qa-chat", "filter": {"severities": ["critical"]}},
     )
-    fired_before = REGISTRY.get_sample_value(
-        "inspector_actions_total", {"workflow": "reject-gate", "outcome": "fired"}
-    ) or 0.0
+    fired_before = (
+        REGISTRY.get_sample_value(
+            "inspector_actions_total", {"workflow": "reject-gate", "outcome": "fired"}
+        )
+        or 0.0
+    )
     batch = [
         verdict(1, "FAIL", cls="dent", part="p1"),
         verdict(2, "PASS", part="p2"),
@@ -98,9 +101,7 @@ def test_divert_per_fail_with_debounce_counters_notify_and_metrics(
     col = Collector(cfg, [cfg.topics.line_commands, cfg.topics.actions, cfg.topics.notifications])
     try:
         with RunningAct(cfg, metrics_port=port):
-            col.wait(
-                lambda: sum(outcomes(col, cfg).values()) >= 5, 30, "five action events"
-            )
+            col.wait(lambda: sum(outcomes(col, cfg).values()) >= 5, 30, "five action events")
             metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
             ready = httpx.get(f"http://127.0.0.1:{port}/readyz")
         col.drain()
@@ -118,7 +119,8 @@ def test_divert_per_fail_with_debounce_counters_notify_and_metrics(
         assert keys == {b"line-1", b"line-2"}
         assert outcomes(col, cfg, "reject-gate") == {"fired": 3, "suppressed_debounce": 1}
         debounced = [
-            e for e in col.payloads(cfg.topics.actions, ActionEvent)
+            e
+            for e in col.payloads(cfg.topics.actions, ActionEvent)
             if e.outcome == "suppressed_debounce"
         ]
         assert debounced[0].verdict_id == "v-cam-2-5"
@@ -185,8 +187,10 @@ def test_stop_line_fires_once_per_episode_respects_cooldown_and_resume(
             )
             # The stop command and the action events are on different topics: wait for both.
             col.wait(
-                lambda: outcomes(col, cfg)["suppressed_cooldown"] >= 1
-                and len(commands(col, cfg, "stop")) >= 1,
+                lambda: (
+                    outcomes(col, cfg)["suppressed_cooldown"] >= 1
+                    and len(commands(col, cfg, "stop")) >= 1
+                ),
                 30,
                 "cooldown suppression and the stop command",
             )
@@ -197,8 +201,13 @@ def test_stop_line_fires_once_per_episode_respects_cooldown_and_resume(
 
             result = CliRunner().invoke(
                 app,
-                ["resume", "--config", str(write_config(cfg, tmp_path / "p.yaml")),
-                 "--line", "line-1"],
+                [
+                    "resume",
+                    "--config",
+                    str(write_config(cfg, tmp_path / "p.yaml")),
+                    "--line",
+                    "line-1",
+                ],
             )
             assert result.exit_code == 0, result.output
             assert stop.episode_id in result.output
@@ -209,9 +218,17 @@ def test_stop_line_fires_once_per_episode_respects_cooldown_and_resume(
             assert open_episodes(client, cfg.redis.key_prefix, "line-1", ["stop-on-crack"]) == {}
 
             # after resume: FAULT, FAULT, PASS resets the streak; then three in a row stop
-            send(cfg, [verdict(11, "FAULT"), verdict(12, "FAULT"), verdict(13, "PASS"),
-                       verdict(14, "FAULT"), verdict(15, "FAULT", cam="cam-2"),
-                       verdict(16, "FAULT")])
+            send(
+                cfg,
+                [
+                    verdict(11, "FAULT"),
+                    verdict(12, "FAULT"),
+                    verdict(13, "PASS"),
+                    verdict(14, "FAULT"),
+                    verdict(15, "FAULT", cam="cam-2"),
+                    verdict(16, "FAULT"),
+                ],
+            )
             col.wait(lambda: len(commands(col, cfg, "stop")) == 2, 30, "the second stop")
         col.drain()
         stops = commands(col, cfg, "stop")
@@ -241,24 +258,40 @@ def test_inspection_faults_divert_to_manual_inspection_and_never_stop_the_line(
 
     cfg = act_config(
         make_config,
-        {"kind": "stop_line", "name": "stop-on-burst", "filter": {"lines": ["line-1"]},
-         "fail_count": 50, "consecutive_faults": 3, "cooldown_s": 300},
-        {"kind": "degraded", "name": "manual-qa", "fault_count": 4, "window_s": 10,
-         "cooldown_s": 300},
+        {
+            "kind": "stop_line",
+            "name": "stop-on-burst",
+            "filter": {"lines": ["line-1"]},
+            "fail_count": 50,
+            "consecutive_faults": 3,
+            "cooldown_s": 300,
+        },
+        {
+            "kind": "degraded",
+            "name": "manual-qa",
+            "fault_count": 4,
+            "window_s": 10,
+            "cooldown_s": 300,
+        },
     )
     t0 = time.time() - 100
-    col = Collector(cfg, [cfg.topics.line_commands, cfg.topics.actions,
-                          cfg.topics.notifications])
+    col = Collector(cfg, [cfg.topics.line_commands, cfg.topics.actions, cfg.topics.notifications])
     try:
         with RunningAct(cfg):
-            stale = [verdict(i, "FAULT", cam=f"cam-{1 + i % 2}", rule="fault:stale",
-                             t=t0 + i * 0.1) for i in range(1, 11)]
+            stale = [
+                verdict(i, "FAULT", cam=f"cam-{1 + i % 2}", rule="fault:stale", t=t0 + i * 0.1)
+                for i in range(1, 11)
+            ]
             # line-2 has its own window: 3 < fault_count
-            stale += [verdict(i, "FAULT", cam="cam-3", rule="fault:shed", t=t0 + i)
-                      for i in range(1, 4)]
+            stale += [
+                verdict(i, "FAULT", cam="cam-3", rule="fault:shed", t=t0 + i) for i in range(1, 4)
+            ]
             send(cfg, stale)
-            col.wait(lambda: outcomes(col, cfg, "manual-qa")["suppressed_cooldown"] >= 1, 30,
-                     "the second threshold, suppressed by the cooldown")
+            col.wait(
+                lambda: outcomes(col, cfg, "manual-qa")["suppressed_cooldown"] >= 1,
+                30,
+                "the second threshold, suppressed by the cooldown",
+            )
             [manual] = commands(col, cfg, "manual_inspection")
             assert manual.line_id == "line-1" and manual.verdict_id == "v-cam-1-4"
             assert manual.episode_id and "4 inspection FAULTs" in manual.reason
@@ -267,11 +300,16 @@ def test_inspection_faults_divert_to_manual_inspection_and_never_stop_the_line(
             [alert] = col.payloads(cfg.topics.notifications, ActionEvent)
             assert alert.kind == "degraded" and alert.episode_id == manual.episode_id
 
-            send(cfg, [verdict(11, "FAULT", t=t0 + 20),
-                       verdict(12, "FAULT", rule="fault:stale", t=t0 + 20.1),
-                       verdict(13, "FAULT", cam="cam-2", t=t0 + 20.2),
-                       verdict(14, "FAULT", rule="fault:claim_expired", t=t0 + 20.3),
-                       verdict(15, "FAULT", t=t0 + 20.4)])
+            send(
+                cfg,
+                [
+                    verdict(11, "FAULT", t=t0 + 20),
+                    verdict(12, "FAULT", rule="fault:stale", t=t0 + 20.1),
+                    verdict(13, "FAULT", cam="cam-2", t=t0 + 20.2),
+                    verdict(14, "FAULT", rule="fault:claim_expired", t=t0 + 20.3),
+                    verdict(15, "FAULT", t=t0 + 20.4),
+                ],
+            )
             col.wait(lambda: len(commands(col, cfg, "stop")) == 1, 30, "the product-FAULT stop")
             [stop] = commands(col, cfg, "stop")
             assert stop.verdict_id == "v-cam-1-15" and "consecutive_faults" in stop.reason
@@ -280,8 +318,12 @@ def test_inspection_faults_divert_to_manual_inspection_and_never_stop_the_line(
             resume_line(cfg, "line-1", operator="test")
             col.wait(lambda: len(commands(col, cfg, "resume")) == 1, 15, "the resume")
             client = connect(cfg.redis)
-            assert open_episodes(client, cfg.redis.key_prefix, "line-1",
-                                 ["stop-on-burst", "manual-qa"]) == {}
+            assert (
+                open_episodes(
+                    client, cfg.redis.key_prefix, "line-1", ["stop-on-burst", "manual-qa"]
+                )
+                == {}
+            )
         col.drain()
         assert len(commands(col, cfg, "manual_inspection")) == 1  # line-2 stayed below
         events = col.payloads(cfg.topics.actions, ActionEvent)
@@ -324,8 +366,12 @@ def test_mes_tickets_signed_and_a_receiver_outage_loses_and_duplicates_nothing(
             mes_workflow(
                 mes.url,
                 # the 60 s outage, scaled: 6 s with a 1 s backoff cap
-                retry={"max_attempts": 60, "initial_backoff_s": 0.1, "max_backoff_s": 1.0,
-                       "give_up_after_s": 60},
+                retry={
+                    "max_attempts": 60,
+                    "initial_backoff_s": 0.1,
+                    "max_backoff_s": 1.0,
+                    "give_up_after_s": 60,
+                },
             ),
         )
         mes.fail(503)
@@ -369,9 +415,9 @@ def test_mes_tickets_signed_and_a_receiver_outage_loses_and_duplicates_nothing(
         # an independent verifier accepts what arrived; a tampered body is rejected
         delivered = [r for r in mes.requests if r.status == 200]
         for req in delivered:
-            assert Webhook(OLD).verify(req.body, req.headers)["ticket_id"] == req.headers[
-                "webhook-id"
-            ]
+            assert (
+                Webhook(OLD).verify(req.body, req.headers)["ticket_id"] == req.headers["webhook-id"]
+            )
             Webhook(NEW).verify(req.body, req.headers)
         tampered = delivered[0].body.replace(b'"line-1"', b'"line-2"')
         assert tampered != delivered[0].body
@@ -450,8 +496,10 @@ def test_redelivered_verdicts_do_not_refire_and_a_pending_action_is_redone(
         replay = cfg.model_copy(update={"act": cfg.act.model_copy(update={"group_id": "replay"})})
         with RunningAct(replay):
             col.wait(
-                lambda: outcomes(col, cfg)["suppressed_dedup"] == 4
-                and len(commands(col, cfg, "divert")) == 5,
+                lambda: (
+                    outcomes(col, cfg)["suppressed_dedup"] == 4
+                    and len(commands(col, cfg, "divert")) == 5
+                ),
                 30,
                 "four dedups and the redone divert",
             )
@@ -490,8 +538,7 @@ def test_act_killed_mid_stream_redoes_only_with_identical_commands(
     import subprocess
     import sys
 
-    cfg = act_config(make_config, {"kind": "divert", "name": "reject-gate"},
-                     act={"max_batch": 2})
+    cfg = act_config(make_config, {"kind": "divert", "name": "reject-gate"}, act={"max_batch": 2})
     path = write_config(cfg, tmp_path / "plant.yaml")
     inspector = str(Path(sys.executable).parent / "inspector")
     ports = [free_port(), free_port()]
@@ -519,8 +566,11 @@ def test_act_killed_mid_stream_redoes_only_with_identical_commands(
             assert not src.done, "the kill must land mid-stream"
             start(ports[1])
         wait_for(lambda: healthy(ports[1]), 30, "the restarted act to serve /healthz")
-        col.wait(lambda: len({d.command_id for d in commands(col, cfg, "divert")}) == 40, 60,
-                 "every verdict diverted after the restart")
+        col.wait(
+            lambda: len({d.command_id for d in commands(col, cfg, "divert")}) == 40,
+            60,
+            "every verdict diverted after the restart",
+        )
     finally:
         for p in procs:
             if p.poll() is None:
@@ -567,8 +617,10 @@ def test_malformed_verdicts_are_dead_lettered_and_the_stream_goes_on(
     try:
         with RunningAct(cfg):
             col.wait(
-                lambda: len(col.messages[cfg.topics.dlq]) == 3
-                and len(commands(col, cfg, "divert")) == 1,
+                lambda: (
+                    len(col.messages[cfg.topics.dlq]) == 3
+                    and len(commands(col, cfg, "divert")) == 1
+                ),
                 30,
                 "three dead letters and one divert",
             )
@@ -613,7 +665,9 @@ def test_redis_down_pauses_then_resumes_without_loss(
             assert len(commands(col, cfg, "divert")) == 2  # nothing acted while paused
             ready = httpx.get(f"http://127.0.0.1:{port}/readyz")
             assert ready.status_code == 503 and ready.json()["checks"]["redis"] is False
-            paused = [r for r in caplog.records if r.getMessage() == "batch not processed, will retry"]
+            paused = [
+                r for r in caplog.records if r.getMessage() == "batch not processed, will retry"
+            ]
             assert paused and "Redis unavailable" in paused[-1].error  # type: ignore[attr-defined]
 
             restarted = start_redis(port=own_redis.port, log_dir=tmp_path)

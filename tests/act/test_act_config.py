@@ -28,7 +28,12 @@ def errors(data: dict[str, Any], env: dict[str, str] | None = None) -> list[str]
 
 
 def mes(**kw: Any) -> dict[str, Any]:
-    return {"kind": "mes_ticket", "name": "mes", "url": "https://mes.local/t", "secrets": [SECRET]} | kw
+    return {
+        "kind": "mes_ticket",
+        "name": "mes",
+        "url": "https://mes.local/t",
+        "secrets": [SECRET],
+    } | kw
 
 
 def test_valid_workflows_parse() -> None:
@@ -55,11 +60,23 @@ def test_valid_workflows_parse() -> None:
             mes(evidence_base_url="file:///x"),
             "workflows[0].evidence_base_url: must be an http:// or https:// URL",
         ),
-        (mes(secrets=["hunter2-hunter2-hunter2"]), "workflows[0].secrets[0]: must be a Standard Webhooks secret"),
-        (mes(secrets=["whsec_c2hvcnQta2V5"]), "workflows[0].secrets[0]: must be 'whsec_' + base64 of at least 24 random bytes (this one has 9)"),
+        (
+            mes(secrets=["hunter2-hunter2-hunter2"]),
+            "workflows[0].secrets[0]: must be a Standard Webhooks secret",
+        ),
+        (
+            mes(secrets=["whsec_c2hvcnQta2V5"]),
+            "workflows[0].secrets[0]: must be 'whsec_' + base64 of at least 24 random bytes (this one has 9)",
+        ),
         # 23 bytes: below the 24 Standard Webhooks asks for (was accepted from 16)
-        (mes(secrets=[SECRET, "whsec_" + base64.b64encode(b"k" * 23).decode()]), "workflows[0].secrets[1]: must be 'whsec_' + base64 of at least 24 random bytes (this one has 23)"),
-        (mes(secrets=["whsec_not*base64*at*all*"]), "workflows[0].secrets[0]: must be 'whsec_' + base64 (the part after 'whsec_' is not base64)"),
+        (
+            mes(secrets=[SECRET, "whsec_" + base64.b64encode(b"k" * 23).decode()]),
+            "workflows[0].secrets[1]: must be 'whsec_' + base64 of at least 24 random bytes (this one has 23)",
+        ),
+        (
+            mes(secrets=["whsec_not*base64*at*all*"]),
+            "workflows[0].secrets[0]: must be 'whsec_' + base64 (the part after 'whsec_' is not base64)",
+        ),
         (mes(secrets=[]), "workflows[0].secrets: List should have at least 1 item"),
         (
             {"kind": "mes_ticket", "name": "mes", "url": "https://mes.local/t"},
@@ -79,12 +96,22 @@ def test_valid_workflows_parse() -> None:
         ),
         (
             # dent is a rule on line-1 only
-            {"kind": "divert", "name": "gate", "filter": {"lines": ["line-2"], "classes": ["dent"]}},
+            {
+                "kind": "divert",
+                "name": "gate",
+                "filter": {"lines": ["line-2"], "classes": ["dent"]},
+            },
             "workflows[0] (gate).filter.classes: class 'dent' is in no rules of its lines",
         ),
-        ({"kind": "notify", "name": "chat", "topic": "bad topic!"}, "workflows[0].topic: String should match pattern"),
+        (
+            {"kind": "notify", "name": "chat", "topic": "bad topic!"},
+            "workflows[0].topic: String should match pattern",
+        ),
         ({"kind": "divert", "name": "Gate One"}, "workflows[0].name: String should match pattern"),
-        ({"kind": "divert", "name": "gate", "bogus": 1}, "workflows[0].bogus: Extra inputs are not permitted"),
+        (
+            {"kind": "divert", "name": "gate", "bogus": 1},
+            "workflows[0].bogus: Extra inputs are not permitted",
+        ),
     ],
 )
 def test_bad_workflow_is_a_config_error_with_its_path(

@@ -48,8 +48,13 @@ def crowded(seq: int, n: int = MAX_ITEMS, cam: str = "cam-1") -> VerdictEvent:
     v = verdict(seq, cam=cam)
     box = Box(x1=1, y1=1, x2=9, y2=9)
     findings = [
-        Finding(cls="crack" if i == n // 2 else "dent", score=0.5, box=box,
-                severity="critical" if i == n // 2 else "major", rule="class:dent")
+        Finding(
+            cls="crack" if i == n // 2 else "dent",
+            score=0.5,
+            box=box,
+            severity="critical" if i == n // 2 else "major",
+            rule="class:dent",
+        )
         for i in range(n)
     ]
     return v.model_copy(update={"findings": findings, "reason": "r" * MAX_TEXT})
@@ -65,8 +70,15 @@ def test_notify_text_and_ticket_are_bounded_with_totals() -> None:
     assert len(text) <= NOTIFY_MAX_CHARS < MAX_TEXT
     assert text.startswith("line-1/cam-1 FAIL: class:dent (crack 0.50 critical, dent 0.50 major")
     assert text.endswith(f"and {MAX_ITEMS - 10} more)")
-    ActionEvent(action_id="a", workflow="w", kind="notify", outcome="fired", line_id="l",
-                detail=text, at=1.0)  # fits the event (it did not: 16 kB Text limit)
+    ActionEvent(
+        action_id="a",
+        workflow="w",
+        kind="notify",
+        outcome="fired",
+        line_id="l",
+        detail=text,
+        at=1.0,
+    )  # fits the event (it did not: 16 kB Text limit)
 
     wf = MesTicketWorkflow(name="mes", url="http://mes.local/t", secrets=[OLD])
     body = ticket_body(wf, v, "plant", "msg_1", 1.0)
@@ -125,10 +137,15 @@ def test_a_crowded_verdict_still_notifies_and_tickets(make_config: MakeConfig) -
         col = Collector(cfg, [cfg.topics.notifications, cfg.topics.actions, cfg.topics.dlq])
         try:
             with RunningAct(cfg):
-                col.wait(lambda: outcomes(col, cfg, "mes-ticket")["fired"] == 2
-                         and len(col.messages[cfg.topics.notifications]) == 2
-                         and len(col.messages[cfg.topics.dlq]) == 2, 40,
-                         "two notifications, two tickets delivered, two refused")
+                col.wait(
+                    lambda: (
+                        outcomes(col, cfg, "mes-ticket")["fired"] == 2
+                        and len(col.messages[cfg.topics.notifications]) == 2
+                        and len(col.messages[cfg.topics.dlq]) == 2
+                    ),
+                    40,
+                    "two notifications, two tickets delivered, two refused",
+                )
             col.drain()
         finally:
             col.close()
@@ -159,9 +176,14 @@ def test_a_redis_refusal_dead_letters_the_record_and_the_stream_goes_on(
     t0 = time.monotonic()
     try:
         with RunningAct(cfg) as act:
-            col.wait(lambda: len(commands(col, cfg, "divert")) == 6
-                     and len(col.messages[cfg.topics.dlq]) == 2, 30,
-                     "six diverts for line-1 and two dead letters for line-2")
+            col.wait(
+                lambda: (
+                    len(commands(col, cfg, "divert")) == 6
+                    and len(col.messages[cfg.topics.dlq]) == 2
+                ),
+                30,
+                "six diverts for line-1 and two dead letters for line-2",
+            )
             assert act.thread.is_alive()
         col.drain()
     finally:
@@ -193,9 +215,13 @@ def test_an_unreadable_webhook_delivery_leaves_the_outbox(make_config: MakeConfi
         col = Collector(cfg, [cfg.topics.actions, cfg.topics.dlq])
         try:
             with RunningAct(cfg) as act:
-                col.wait(lambda: outcomes(col, cfg)["fired"] == 1
-                         and len(col.messages[cfg.topics.dlq]) == 2, 30,
-                         "the ticket delivered and two unreadable deliveries dead-lettered")
+                col.wait(
+                    lambda: (
+                        outcomes(col, cfg)["fired"] == 1 and len(col.messages[cfg.topics.dlq]) == 2
+                    ),
+                    30,
+                    "the ticket delivered and two unreadable deliveries dead-lettered",
+                )
                 assert act.service.sender.alive()
             col.drain()
         finally:

@@ -23,9 +23,19 @@ def test_stub_verifies_dedups_and_fails_on_request() -> None:
 
         r = http.post(f"http://127.0.0.1:{stub.port}/control/fail", json={"status": 503})
         assert r.json() == {"failing": 503}
-        assert http.post(stub.url, content=BODY, headers=signed_headers("msg_3", BODY, [OLD])).status_code == 503
+        assert (
+            http.post(
+                stub.url, content=BODY, headers=signed_headers("msg_3", BODY, [OLD])
+            ).status_code
+            == 503
+        )
         http.post(f"http://127.0.0.1:{stub.port}/control/recover")
-        assert http.post(stub.url, content=BODY, headers=signed_headers("msg_3", BODY, [OLD])).status_code == 201
+        assert (
+            http.post(
+                stub.url, content=BODY, headers=signed_headers("msg_3", BODY, [OLD])
+            ).status_code
+            == 201
+        )
 
         stats = http.get(f"http://127.0.0.1:{stub.port}/stats").json()
         assert stats == {

@@ -44,14 +44,16 @@ def demo_plant() -> dict[str, Any]:
 
 def detect_config(make_config: Callable[..., PlantConfig], **over: Any) -> PlantConfig:
     base: dict[str, Any] = {
-        "lines": [{
-            "id": "line-1",
-            "cameras": [
-                {"id": "cam-1", "url": "rtsp://127.0.0.1:1/cam-1", "width": W, "height": H},
-                {"id": "cam-2", "url": "rtsp://127.0.0.1:1/cam-2", "width": W, "height": H},
-            ],
-            "rules": demo_plant()["lines"][0]["rules"],
-        }],
+        "lines": [
+            {
+                "id": "line-1",
+                "cameras": [
+                    {"id": "cam-1", "url": "rtsp://127.0.0.1:1/cam-1", "width": W, "height": H},
+                    {"id": "cam-2", "url": "rtsp://127.0.0.1:1/cam-2", "width": W, "height": H},
+                ],
+                "rules": demo_plant()["lines"][0]["rules"],
+            }
+        ],
         # Frames are published before the worker joins its group (a few seconds), so
         # shedding and staleness limits sit well above that; the fault test sets its own.
         "worker": {"max_batch": 8, "max_wait_ms": 5, "shed_after_ms": 60_000},
@@ -95,14 +97,22 @@ class FramePublisher:
         self.seq[camera] = seq + 1
         frame_id = f"{camera}:{self.run_id}:{seq}"
         now = time.time()
-        h, w = (image.shape[:2] if image is not None else (H, W))
+        h, w = image.shape[:2] if image is not None else (H, W)
         key = self.store.key(frame_id)
         if store and not inline:
             self.store.put(frame_id, jpeg)
         fields: dict[str, Any] = dict(
-            frame_id=frame_id, camera_id=camera, line_id=line, run_id=self.run_id, seq=seq,
-            captured_at=now, ingested_at=now, width=w, height=h,
-            storage="inline" if inline else "redis", claim_key=None if inline else key,
+            frame_id=frame_id,
+            camera_id=camera,
+            line_id=line,
+            run_id=self.run_id,
+            seq=seq,
+            captured_at=now,
+            ingested_at=now,
+            width=w,
+            height=h,
+            storage="inline" if inline else "redis",
+            claim_key=None if inline else key,
             size_bytes=len(jpeg),
             traceparent=f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01",
         )
@@ -110,8 +120,9 @@ class FramePublisher:
         meta = FrameMeta(**fields)
         value, headers = encode_frame(meta, jpeg if inline else None, source="test/ingest")
         extra = {} if partition is None else {"partition": partition}
-        self.producer.produce(self.cfg.topics.frames, value=value, key=camera.encode(),
-                              headers=headers, **extra)
+        self.producer.produce(
+            self.cfg.topics.frames, value=value, key=camera.encode(), headers=headers, **extra
+        )
         return meta
 
     def flush(self) -> None:
@@ -121,8 +132,9 @@ class FramePublisher:
 @pytest.fixture(scope="session")
 def sim_frames() -> list[np.ndarray]:
     """60 frames of a defect-rich simulated line at the test resolution."""
-    scene = ConveyorScene(SceneConfig(seed=101, width=W, height=H, defect_rate=0.7,
-                                      clip_seconds=20))
+    scene = ConveyorScene(
+        SceneConfig(seed=101, width=W, height=H, defect_rate=0.7, clip_seconds=20)
+    )
     return [scene.render(i)[0] for i in range(0, 300, 5)]
 
 

@@ -71,11 +71,16 @@ def test_sealed_frames_are_judged_and_evidence_stays_sealed_across_rotation(
             assert value.startswith(MAGIC + b"\x01\x02k1"), key
             images += 1
     inline_fails = sum(1 for v in fails if v.evidence_key and ":evidence:" in v.evidence_key)
-    assert images == len(sim_frames[::2]) + inline_fails + len(fails)  # claim-checks, inline evidence, annotated
+    assert images == len(sim_frames[::2]) + inline_fails + len(
+        fails
+    )  # claim-checks, inline evidence, annotated
 
     v = fails[0]
     img = cv2.imdecode(
-        np.frombuffer(evidence_jpeg(client, v, cfg.redis.key_prefix, sealer=store_sealer(cfg)), np.uint8), 1
+        np.frombuffer(
+            evidence_jpeg(client, v, cfg.redis.key_prefix, sealer=store_sealer(cfg)), np.uint8
+        ),
+        1,
     )
     assert img is not None and img.shape[:2] == (360, 640)
     with pytest.raises(UnknownKey):  # a reader without the keys gets an error, not bytes
@@ -85,7 +90,10 @@ def test_sealed_frames_are_judged_and_evidence_stays_sealed_across_rotation(
     keys.write_text(f"k2:{k2}\nk1:{k1}\n")
     rotated = store_sealer(cfg)
     for v in fails:
-        assert evidence_jpeg(client, v, cfg.redis.key_prefix, annotated=False, sealer=rotated)[:3] == b"\xff\xd8\xff"
+        assert (
+            evidence_jpeg(client, v, cfg.redis.key_prefix, annotated=False, sealer=rotated)[:3]
+            == b"\xff\xd8\xff"
+        )
     key = FrameStore(client, cfg.redis.key_prefix, 60, rotated).put("cam-1:rot:1", b"\xff\xd8\xff")
     raw = client.get(key)
     assert isinstance(raw, bytes) and raw[6:8] == b"k2" and is_sealed(raw)

@@ -33,7 +33,9 @@ def test_class_names_come_from_metadata() -> None:
     assert len(det.info.sha256) == 64
 
 
-@pytest.mark.parametrize(("h", "w"), [(720, 1280), (180, 320), (360, 640), (480, 640), (1080, 1920), (600, 500)])
+@pytest.mark.parametrize(
+    ("h", "w"), [(720, 1280), (180, 320), (360, 640), (480, 640), (1080, 1920), (600, 500)]
+)
 def test_letterbox_matches_ultralytics(h: int, w: int) -> None:
     offline_ultralytics(default_config_dir())
     from ultralytics.data.augment import LetterBox
@@ -65,8 +67,10 @@ def match(a: list[Detection], b: list[Detection]) -> tuple[float, float, int]:
             unmatched += 1
             continue
         left.remove(best)
-        box_diff = max(box_diff, *(abs(getattr(d.box, k) - getattr(best.box, k))
-                                   for k in ("x1", "y1", "x2", "y2")))
+        box_diff = max(
+            box_diff,
+            *(abs(getattr(d.box, k) - getattr(best.box, k)) for k in ("x1", "y1", "x2", "y2")),
+        )
         score_diff = max(score_diff, abs(d.score - best.score))
     return box_diff, score_diff, unmatched + len(left)
 
@@ -92,15 +96,28 @@ def test_parity_with_ultralytics_predict() -> None:
     assert len(frames) >= 50
     total = 0
     for start in range(0, len(frames), 8):
-        chunk = frames[start:start + 8]
+        chunk = frames[start : start + 8]
         ours = ours_det.detect(chunk)
         theirs = yolo.predict(chunk, imgsz=320, conf=0.25, iou=0.45, verbose=False, device="cpu")
         for o, r in zip(ours, theirs, strict=True):
             names = r.names
-            t = [Detection.model_validate({"cls": names[int(c)], "score": float(s), "box": {
-                    "x1": float(b[0]), "y1": float(b[1]), "x2": float(b[2]), "y2": float(b[3])}})
-                 for b, s, c in zip(r.boxes.xyxy.numpy(), r.boxes.conf.numpy(),
-                                    r.boxes.cls.numpy(), strict=True)]
+            t = [
+                Detection.model_validate(
+                    {
+                        "cls": names[int(c)],
+                        "score": float(s),
+                        "box": {
+                            "x1": float(b[0]),
+                            "y1": float(b[1]),
+                            "x2": float(b[2]),
+                            "y2": float(b[3]),
+                        },
+                    }
+                )
+                for b, s, c in zip(
+                    r.boxes.xyxy.numpy(), r.boxes.conf.numpy(), r.boxes.cls.numpy(), strict=True
+                )
+            ]
             box_diff, score_diff, unmatched = match(o, t)
             # a detection sitting right at the confidence floor may fall either side
             borderline = sum(1 for d in [*o, *t] if abs(d.score - 0.25) < 0.01)

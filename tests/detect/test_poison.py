@@ -59,8 +59,14 @@ class Recorder:
     def __init__(self) -> None:
         self.records: list[tuple[bytes | None, list[tuple[str, bytes]], bytes | None]] = []
 
-    def produce(self, topic: str, *, value: bytes | None, key: bytes | None,
-                headers: list[tuple[str, bytes]]) -> None:
+    def produce(
+        self,
+        topic: str,
+        *,
+        value: bytes | None,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]],
+    ) -> None:
         self.records.append((value, list(headers), key))
 
     def take(self) -> tuple[bytes | None, list[tuple[str, bytes]], bytes | None]:
@@ -68,13 +74,19 @@ class Recorder:
 
 
 def ce(ce_type: str, ctype: str = "application/json", **extra: bytes) -> list[tuple[str, bytes]]:
-    return [("ce_specversion", b"1.0"), ("ce_id", uuid.uuid4().hex.encode()),
-            ("ce_source", b"hostile"), ("ce_type", ce_type.encode()),
-            ("content-type", ctype.encode()), *((k, v) for k, v in extra.items())]
+    return [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", uuid.uuid4().hex.encode()),
+        ("ce_source", b"hostile"),
+        ("ce_type", ce_type.encode()),
+        ("content-type", ctype.encode()),
+        *((k, v) for k, v in extra.items()),
+    ]
 
 
-def replace_header(headers: list[tuple[str, bytes]], name: str, value: bytes
-                   ) -> list[tuple[str, bytes]]:
+def replace_header(
+    headers: list[tuple[str, bytes]], name: str, value: bytes
+) -> list[tuple[str, bytes]]:
     assert any(k == name for k, _ in headers), name
     return [(k, value if k == name else v) for k, v in headers]
 
@@ -94,8 +106,13 @@ def poison_plant(make_config: Any, tmp_path: Path) -> Iterator[tuple[PlantConfig
     cfg = detect_config(
         make_with_big_topics,
         kafka={"message_max_bytes": BIG},
-        workflows=[{"kind": "divert", "name": "every-verdict",
-                    "filter": {"verdicts": ["PASS", "FAIL", "FAULT"]}}],
+        workflows=[
+            {
+                "kind": "divert",
+                "name": "every-verdict",
+                "filter": {"verdicts": ["PASS", "FAIL", "FAULT"]},
+            }
+        ],
     )
     yield cfg, write_config(cfg, tmp_path / "plant.yaml")
 
@@ -155,23 +172,45 @@ def test_poison_records_never_stop_the_plant(
     claim = orjson.loads(claim_value)
     frame_t = "io.inspector.frame.v1"
     dlq_frames: list[tuple[str, Any]] = [  # (expected reason, (value, headers, key))
-        ("invalid_field", (inline_value, replace_header(inline_headers, "ce_capturedat", b"nan"),
-                           b"k")),
-        ("invalid_field", (inline_value, replace_header(inline_headers, "ce_capturedat", b"inf"),
-                           b"k")),
-        ("invalid_field", (inline_value, replace_header(inline_headers, "ce_ingestedat",
-                                                        b"-1e400"), b"k")),
-        ("invalid_field", (inline_value, replace_header(inline_headers, "ce_seq", b"9" * 40),
-                           b"k")),
+        (
+            "invalid_field",
+            (inline_value, replace_header(inline_headers, "ce_capturedat", b"nan"), b"k"),
+        ),
+        (
+            "invalid_field",
+            (inline_value, replace_header(inline_headers, "ce_capturedat", b"inf"), b"k"),
+        ),
+        (
+            "invalid_field",
+            (inline_value, replace_header(inline_headers, "ce_ingestedat", b"-1e400"), b"k"),
+        ),
+        (
+            "invalid_field",
+            (inline_value, replace_header(inline_headers, "ce_seq", b"9" * 40), b"k"),
+        ),
         ("invalid_field", (inline_value, replace_header(inline_headers, "ce_width", b"0"), b"k")),
         ("empty_value", (b"", inline_headers, b"k")),
-        ("bad_json", (claim_value.replace(b'"captured_at":', b'"captured_at":NaN,"x":'),
-                      claim_headers, b"k")),
-        ("invalid_field", (orjson.dumps({**claim, "seq": 0}).replace(b'"seq":0', b'"seq":1' + b"0" * 30),
-                      claim_headers, b"k")),
+        (
+            "bad_json",
+            (
+                claim_value.replace(b'"captured_at":', b'"captured_at":NaN,"x":'),
+                claim_headers,
+                b"k",
+            ),
+        ),
+        (
+            "invalid_field",
+            (
+                orjson.dumps({**claim, "seq": 0}).replace(b'"seq":0', b'"seq":1' + b"0" * 30),
+                claim_headers,
+                b"k",
+            ),
+        ),
         ("invalid_field", (orjson.dumps({**claim, "captured_at": 1e300}), claim_headers, b"k")),
-        ("invalid_field", (orjson.dumps({**claim, "frame_id": "f" * 100_000}), claim_headers,
-                           b"k")),
+        (
+            "invalid_field",
+            (orjson.dumps({**claim, "frame_id": "f" * 100_000}), claim_headers, b"k"),
+        ),
         ("schema_violation", (orjson.dumps({**claim, "width": "wide"}), claim_headers, b"k")),
         ("schema_violation", (orjson.dumps({**claim, "extra": 1}), claim_headers, b"k")),
         ("schema_violation", (b"[1, 2, 3]", claim_headers, b"k")),
@@ -187,18 +226,24 @@ def test_poison_records_never_stop_the_plant(
         ("unknown_type", (claim_value, ce("com.example.anything"), b"k")),
         ("missing_header", (np.random.default_rng(1).bytes(4096), [], b"k")),
         ("missing_header", (None, [], None)),
-        ("bad_header", (claim_value, replace_header(claim_headers, "ce_id", b"\xff\xfe\xfd"),
-                        b"k")),
+        (
+            "bad_header",
+            (claim_value, replace_header(claim_headers, "ce_id", b"\xff\xfe\xfd"), b"k"),
+        ),
         ("invalid_field", (claim_value, [*claim_headers, ("x-huge", b"h" * 5000)], b"k")),
-        ("invalid_field", (claim_value,
-                           claim_headers + [(f"x-{i}", b"h" * 1000) for i in range(80)], b"k")),
+        (
+            "invalid_field",
+            (claim_value, claim_headers + [(f"x-{i}", b"h" * 1000) for i in range(80)], b"k"),
+        ),
         ("missing_header", (b"junk", [], b"K" * 900_000)),  # an oversized key
         ("oversized", (b"{" + b" " * BIG + b"}", claim_headers, b"k")),
     ]
 
     # ------------------------------------------------------------ the corpus: verdicts
-    good_verdicts = [verdict(i, kind, cam=("cam-1", "cam-2")[i % 2])
-                     for i, kind in enumerate(["PASS", "FAIL", "FAULT"] * 4)]
+    good_verdicts = [
+        verdict(i, kind, cam=("cam-1", "cam-2")[i % 2])
+        for i, kind in enumerate(["PASS", "FAIL", "FAULT"] * 4)
+    ]
     good_v_records = []
     for v in good_verdicts:
         value, headers = encode(v, source="test/worker", time=v.timings.emitted_at)
@@ -211,8 +256,14 @@ def test_poison_records_never_stop_the_plant(
         ("bad_json", (b"{not json", vhdr, b"line-1")),
         ("bad_json", (vval.replace(b'"seq":', b'"seq":NaN,"z":'), vhdr, b"line-1")),
         ("bad_json", (deep(50_000), vhdr, b"line-1")),
-        ("invalid_field", (orjson.dumps({**vd, "timings": {**vd["timings"], "captured_at": 1e300}}),
-                           vhdr, b"line-1")),
+        (
+            "invalid_field",
+            (
+                orjson.dumps({**vd, "timings": {**vd["timings"], "captured_at": 1e300}}),
+                vhdr,
+                b"line-1",
+            ),
+        ),
         ("invalid_field", (orjson.dumps({**vd, "findings": [finding] * 5000}), vhdr, b"line-1")),
         ("invalid_field", (orjson.dumps({**vd, "reason": "r" * 20_000}), vhdr, b"line-1")),
         ("invalid_field", (orjson.dumps({**vd, "seq": 2**63}), vhdr, b"line-1")),
@@ -239,11 +290,10 @@ def test_poison_records_never_stop_the_plant(
         + [(r, ("fault_frame", fid, rule, why)) for fid, rule, why, r in fault_frames]
         + [(r, ("dlq", "detect", reason)) for reason, r in dlq_frames]
     )
-    verdict_items: list[tuple[Any, tuple[str, ...]]] = (
-        [(r, ("good_verdict", v.verdict_id)) for v, r in zip(good_verdicts, good_v_records,
-                                                             strict=True)]
-        + [(r, ("dlq", "act", reason)) for reason, r in dlq_verdicts]
-    )
+    verdict_items: list[tuple[Any, tuple[str, ...]]] = [
+        (r, ("good_verdict", v.verdict_id))
+        for v, r in zip(good_verdicts, good_v_records, strict=True)
+    ] + [(r, ("dlq", "act", reason)) for reason, r in dlq_verdicts]
     order = np.random.default_rng(7)
     for items, topic in ((frame_items, topics.frames), (verdict_items, topics.verdicts)):
         for k in order.permutation(len(items)):
@@ -255,8 +305,19 @@ def test_poison_records_never_stop_the_plant(
     log = (tmp_path / "plant.log").open("ab")
     procs = {
         name: subprocess.Popen(
-            [sys.executable, "-m", "inspector", name, "--config", str(path),
-             "--metrics-port", str(port)], stdout=log, stderr=log)
+            [
+                sys.executable,
+                "-m",
+                "inspector",
+                name,
+                "--config",
+                str(path),
+                "--metrics-port",
+                str(port),
+            ],
+            stdout=log,
+            stderr=log,
+        )
         for name, port in (("worker", worker_port), ("act", act_port))
     }
     col = Collector(cfg, [topics.verdicts, topics.dlq, topics.line_commands])
@@ -265,7 +326,8 @@ def test_poison_records_never_stop_the_plant(
         while not (ready(worker_port) and ready(act_port)):
             assert time.monotonic() < deadline, "worker and act not ready within 30 s"
             assert all(p.poll() is None for p in procs.values()), (
-                tmp_path / "plant.log").read_text()[-3000:]
+                tmp_path / "plant.log"
+            ).read_text()[-3000:]
             time.sleep(0.1)  # polling the health endpoints, not hiding a race
 
         coords: dict[int, tuple[str, int, int]] = {}  # stream index → (topic, partition, offset)
@@ -277,13 +339,14 @@ def test_poison_records_never_stop_the_plant(
                     errors.append(f"record {i}: {err}")
                 else:
                     coords[i] = (msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
+
             return cb
 
-        producer = make_producer(cfg.kafka, client_suffix="hostile",
-                                 **{"message.max.bytes": 1_040_000})
+        producer = make_producer(
+            cfg.kafka, client_suffix="hostile", **{"message.max.bytes": 1_040_000}
+        )
         for i, (topic, (value, headers, key), _) in enumerate(shuffled):
-            producer.produce(topic, value=value, key=key, headers=headers,
-                             on_delivery=delivered(i))
+            producer.produce(topic, value=value, key=key, headers=headers, on_delivery=delivered(i))
             producer.poll(0)
         assert producer.flush(20) == 0 and not errors, errors
         t_produced = time.monotonic()
@@ -305,9 +368,11 @@ def test_poison_records_never_stop_the_plant(
             return out
 
         def done() -> bool:
-            return (len(worker_verdicts()) >= n_frames_judged
-                    and len(col.messages[topics.dlq]) >= n_dlq
-                    and len(col.messages[topics.line_commands]) >= n_valid_verdicts)
+            return (
+                len(worker_verdicts()) >= n_frames_judged
+                and len(col.messages[topics.dlq]) >= n_dlq
+                and len(col.messages[topics.line_commands]) >= n_valid_verdicts
+            )
 
         try:
             col.wait(done, 45, "every record to end as a verdict, a FAULT or a dead letter")
@@ -333,7 +398,8 @@ def test_poison_records_never_stop_the_plant(
         log.close()
         col.close()
     assert {n: p.returncode for n, p in procs.items()} == {"worker": 0, "act": 0}, (
-        tmp_path / "plant.log").read_text()[-3000:]
+        tmp_path / "plant.log"
+    ).read_text()[-3000:]
 
     # ------------------------------------------------------------ every record's end
     by_frame = Counter(v.frame_id for v in worker_verdicts())
@@ -350,7 +416,9 @@ def test_poison_records_never_stop_the_plant(
     assert sum(by_frame.values()) == n_frames_judged, "a verdict for something not sent"
 
     dead = [decode(m.value(), m.headers(), DeadLetterRecord) for m in col.messages[topics.dlq]]
-    assert all(len(m.value() or b"") <= BIG for m in col.messages[topics.dlq]), "a DLQ record too big"
+    assert all(len(m.value() or b"") <= BIG for m in col.messages[topics.dlq]), (
+        "a DLQ record too big"
+    )
     at = {(d.original_topic, d.original_partition, d.original_offset): d for d in dead}
     assert len(at) == len(dead) == n_dlq, Counter((d.stage, d.reason) for d in dead)
     for i, tag in enumerate(tags):
@@ -363,17 +431,20 @@ def test_poison_records_never_stop_the_plant(
     # Keys and headers over the cap are summarised, not copied.
     assert any(t.part == "key" for d in dead for t in d.original_trimmed)
 
-    commands = [decode(m.value(), m.headers(), LineCommand)
-                for m in col.messages[topics.line_commands]]
+    commands = [
+        decode(m.value(), m.headers(), LineCommand) for m in col.messages[topics.line_commands]
+    ]
     acted = Counter(c.verdict_id for c in commands)
     expected = {v.verdict_id for v in worker_verdicts()} | {v.verdict_id for v in good_verdicts}
     assert set(acted) == expected and set(acted.values()) == {1}, acted
     assert all(c.command == "divert" for c in commands)
 
     took = t_settled - t_start
-    print(f"\n{len(shuffled)} records ({n_dlq} dead-lettered, {n_frames_judged} frames judged, "
-          f"{n_valid_verdicts} verdicts acted on): settled {t_settled - t_produced:.1f}s after "
-          f"the last record was produced, {took:.1f}s in all; worker peak RSS {peak_mb} MB")
+    print(
+        f"\n{len(shuffled)} records ({n_dlq} dead-lettered, {n_frames_judged} frames judged, "
+        f"{n_valid_verdicts} verdicts acted on): settled {t_settled - t_produced:.1f}s after "
+        f"the last record was produced, {took:.1f}s in all; worker peak RSS {peak_mb} MB"
+    )
     assert took < 60, f"took {took:.1f}s"
 
 
@@ -392,8 +463,14 @@ def test_a_redis_refusal_dead_letters_the_frame_and_the_stream_goes_on(
     worker = start_worker(cfg)
     col = Collector(cfg, [cfg.topics.verdicts, cfg.topics.dlq])
     try:
-        col.wait(lambda: len(col.messages[cfg.topics.verdicts]) >= len(ok)
-                 and len(col.messages[cfg.topics.dlq]) >= 1, 60, "five verdicts, one dead letter")
+        col.wait(
+            lambda: (
+                len(col.messages[cfg.topics.verdicts]) >= len(ok)
+                and len(col.messages[cfg.topics.dlq]) >= 1
+            ),
+            60,
+            "five verdicts, one dead letter",
+        )
         col.drain()
     finally:
         col.close()

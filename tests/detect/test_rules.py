@@ -21,13 +21,17 @@ def rules(**kw: object) -> CompiledRules:
 
 def test_pass_when_nothing_fails() -> None:
     r = rules(classes={"scratch": {"min_confidence": 0.5}, "part": {"fail": False}})
-    j = r.judge([det("part", 0.9, 100, 100, 500, 400), det("scratch", 0.3, 200, 200, 260, 220)], W, H)
+    j = r.judge(
+        [det("part", 0.9, 100, 100, 500, 400), det("scratch", 0.3, 200, 200, 260, 220)], W, H
+    )
     assert j.verdict == "PASS" and j.rule == "pass" and j.findings == []
 
 
 def test_fail_names_rule_and_orders_by_severity() -> None:
     r = rules(classes={"scratch": {"severity": "minor"}, "crack": {"severity": "critical"}})
-    j = r.judge([det("scratch", 0.95, 10, 100, 90, 120), det("crack", 0.6, 300, 300, 360, 380)], W, H)
+    j = r.judge(
+        [det("scratch", 0.95, 10, 100, 90, 120), det("crack", 0.6, 300, 300, 360, 380)], W, H
+    )
     assert j.verdict == "FAIL"
     assert j.rule == "class:crack"
     assert [f.cls for f in j.findings] == ["crack", "scratch"]
@@ -53,7 +57,7 @@ def test_roi_and_ignore_masks() -> None:
         roi=[[(0, 80), (1280, 80), (1280, 660), (0, 660)]],
         ignore=[[(0, 0), (300, 0), (300, 300), (0, 300)]],
     )
-    assert r.judge([det("stain", 0.9, 500, 10, 540, 50)], W, H).verdict == "PASS"    # outside ROI
+    assert r.judge([det("stain", 0.9, 500, 10, 540, 50)], W, H).verdict == "PASS"  # outside ROI
     assert r.judge([det("stain", 0.9, 100, 100, 140, 140)], W, H).verdict == "PASS"  # ignored
     assert r.judge([det("stain", 0.9, 500, 300, 540, 340)], W, H).verdict == "FAIL"
 
@@ -61,8 +65,10 @@ def test_roi_and_ignore_masks() -> None:
 def test_required_features_within_part() -> None:
     r = rules(required_features=[{"feature": "bolt", "min_count": 4, "within": "part"}])
     part = det("part", 0.9, 400, 150, 900, 550)
-    bolts = [det("bolt", 0.8, x, y, x + 40, y + 40) for x, y in
-             ((420, 170), (840, 170), (420, 490), (840, 490))]
+    bolts = [
+        det("bolt", 0.8, x, y, x + 40, y + 40)
+        for x, y in ((420, 170), (840, 170), (420, 490), (840, 490))
+    ]
     assert r.judge([part, *bolts], W, H).verdict == "PASS"
     j = r.judge([part, *bolts[:3]], W, H)
     assert j.verdict == "FAIL" and j.rule == "required:bolt>=4/part"

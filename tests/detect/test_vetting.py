@@ -37,8 +37,16 @@ def plant(**worker: Any) -> PlantConfig:
 class NoModel:
     """Vetting never reaches the model; DetectWorker only reads its info."""
 
-    info = ModelInfo(name="none", version="0", sha256="0" * 64, names={}, imgsz=64,
-                     backend="none", device="cpu", path="none")
+    info = ModelInfo(
+        name="none",
+        version="0",
+        sha256="0" * 64,
+        names={},
+        imgsz=64,
+        backend="none",
+        device="cpu",
+        path="none",
+    )
 
     def detect(self, images: list[Any]) -> list[Any]:
         raise AssertionError("vetting must not run the model")
@@ -46,9 +54,18 @@ class NoModel:
 
 def meta(captured_at: float, ingested_at: float) -> FrameMeta:
     return FrameMeta(
-        frame_id="cam-1:r:0", camera_id="cam-1", line_id="line-1", run_id="r", seq=0,
-        captured_at=captured_at, ingested_at=ingested_at, width=64, height=64,
-        storage="redis", claim_key="k", size_bytes=10,
+        frame_id="cam-1:r:0",
+        camera_id="cam-1",
+        line_id="line-1",
+        run_id="r",
+        seq=0,
+        captured_at=captured_at,
+        ingested_at=ingested_at,
+        width=64,
+        height=64,
+        storage="redis",
+        claim_key="k",
+        size_bytes=10,
     )
 
 
@@ -124,11 +141,19 @@ def test_a_clock_skew_fault_is_a_valid_verdict() -> None:
     fault = vetted(plant(), m)
     assert fault is not None
     v = VerdictEvent(
-        verdict_id="v", frame_id=m.frame_id, camera_id=m.camera_id, line_id=m.line_id,
-        seq=m.seq, verdict="FAULT", rule=fault[0], reason=fault[1], findings=[],
+        verdict_id="v",
+        frame_id=m.frame_id,
+        camera_id=m.camera_id,
+        line_id=m.line_id,
+        seq=m.seq,
+        verdict="FAULT",
+        rule=fault[0],
+        reason=fault[1],
+        findings=[],
         detections=[],
-        timings=Timings(captured_at=m.captured_at, ingested_at=m.ingested_at,
-                        emitted_at=time.time()),
+        timings=Timings(
+            captured_at=m.captured_at, ingested_at=m.ingested_at, emitted_at=time.time()
+        ),
     )
     assert VerdictEvent.model_validate_json(v.model_dump_json()) == v
 
@@ -159,9 +184,17 @@ def test_jpeg_size_reads_the_frame_header() -> None:
     assert jpeg_size(jpeg(64, 48)) == (64, 48)
     assert jpeg_size(jpeg(33, 17, IMWRITE_JPEG_PROGRESSIVE=1)) == (33, 17)
     assert jpeg_size(claim_size(jpeg(16, 16), 20000, 20000)) == (20000, 20000)
-    for junk in (b"", b"\xff", b"\xff\xd8", b"\xff\xd8\xffnot-a-jpeg" * 10, b"GIF89a" + bytes(99),
-                 b"\xff\xd8\xff\xda\x00\x02", b"\xff\xd8\xff\xc0\x00\x11\x08",
-                 b"\xff\xd8\xff\xe0\x00\x00", jpeg(8, 8)[:20]):
+    for junk in (
+        b"",
+        b"\xff",
+        b"\xff\xd8",
+        b"\xff\xd8\xffnot-a-jpeg" * 10,
+        b"GIF89a" + bytes(99),
+        b"\xff\xd8\xff\xda\x00\x02",
+        b"\xff\xd8\xff\xc0\x00\x11\x08",
+        b"\xff\xd8\xff\xe0\x00\x00",
+        jpeg(8, 8)[:20],
+    ):
         assert jpeg_size(junk) is None, junk
 
 

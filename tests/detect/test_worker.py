@@ -29,7 +29,9 @@ def verdicts_of(cfg, count, timeout_s=60):  # type: ignore[no-untyped-def]
 
 
 def test_every_frame_gets_one_verdict_and_fails_keep_evidence(
-    make_config, start_worker, sim_frames  # type: ignore[no-untyped-def]
+    make_config,
+    start_worker,
+    sim_frames,  # type: ignore[no-untyped-def]
 ) -> None:
     cfg = detect_config(make_config)
     pub = FramePublisher(cfg)
@@ -54,7 +56,12 @@ def test_every_frame_gets_one_verdict_and_fails_keep_evidence(
     v = verdicts[0]
     assert v.model is not None and len(v.model.sha256) == 64
     assert v.timings.infer_start is not None and v.timings.infer_end is not None
-    assert v.timings.captured_at <= v.timings.infer_start <= v.timings.infer_end <= v.timings.emitted_at
+    assert (
+        v.timings.captured_at
+        <= v.timings.infer_start
+        <= v.timings.infer_end
+        <= v.timings.emitted_at
+    )
     # The trace continues: same trace id as the frame, new span.
     [msg] = [m for m in read(cfg, [cfg.topics.verdicts], count=1)]
     tp = dict(msg.headers())["traceparent"].decode()
@@ -62,7 +69,9 @@ def test_every_frame_gets_one_verdict_and_fails_keep_evidence(
 
 
 def test_untrustworthy_frames_are_fault_never_pass(
-    make_config, start_worker, sim_frames  # type: ignore[no-untyped-def]
+    make_config,
+    start_worker,
+    sim_frames,  # type: ignore[no-untyped-def]
 ) -> None:
     cfg = detect_config(make_config)
     pub = FramePublisher(cfg)
@@ -73,14 +82,17 @@ def test_untrustworthy_frames_are_fault_never_pass(
         pub.publish("cam-1", good, captured_at=time.time() - 600).frame_id: "fault:stale",
         pub.publish("cam-1", good, captured_at=time.time() - 90).frame_id: "fault:shed",
         # Clock skew: a camera clock an hour ahead would otherwise look fresh for an hour.
-        pub.publish("cam-1", good, captured_at=time.time() + 3600,
-                    ingested_at=time.time() + 3600).frame_id: "fault:clock_skew",
+        pub.publish(
+            "cam-1", good, captured_at=time.time() + 3600, ingested_at=time.time() + 3600
+        ).frame_id: "fault:clock_skew",
         pub.publish("cam-1", good, ingested_at=-1.0).frame_id: "fault:clock_skew",
         pub.publish("cam-1", good, ingested_at=time.time() - 60).frame_id: "fault:clock_skew",
         pub.publish("cam-1", np.zeros_like(good)).frame_id: "fault:uniform_image",
         pub.publish("cam-1", np.full_like(good, 128)).frame_id: "fault:uniform_image",
         pub.publish("cam-1", good[::2, ::2].copy()).frame_id: "fault:wrong_size",
-        pub.publish("cam-1", good[:, :320].copy(), width=640, height=360).frame_id: "fault:wrong_size",
+        pub.publish(
+            "cam-1", good[:, :320].copy(), width=640, height=360
+        ).frame_id: "fault:wrong_size",
         pub.publish("cam-9", good).frame_id: "fault:unknown_camera",
         pub.publish("cam-2", good, line="line-7").frame_id: "fault:wrong_line",
     }
@@ -99,35 +111,54 @@ def test_untrustworthy_frames_are_fault_never_pass(
 
 
 def test_malformed_frames_dead_letter_while_good_frames_flow(
-    make_config, start_worker, sim_frames  # type: ignore[no-untyped-def]
+    make_config,
+    start_worker,
+    sim_frames,  # type: ignore[no-untyped-def]
 ) -> None:
     cfg = detect_config(make_config)
     pub = FramePublisher(cfg)
     good_ids = [pub.publish("cam-1", sim_frames[i]).frame_id for i in range(3)]
     pub.flush()
-    hdr = [("ce_specversion", b"1.0"), ("ce_id", b"x"), ("ce_source", b"s"),
-           ("ce_type", b"io.inspector.frame.v1"), ("content-type", b"application/json")]
-    produce(cfg, cfg.topics.frames, [
-        (b"{garbage", hdr),
-        (orjson.dumps({"frame_id": "f"}), hdr),
-        (b"\xff\xd8", [h for h in hdr if h[0] != "content-type"] + [("content-type", b"image/jpeg")]),
-        (b"{}", [("content-type", b"application/json")]),
-        (b"{}", [*hdr[:4], ("content-type", b"text/plain")]),
-    ])
+    hdr = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", b"x"),
+        ("ce_source", b"s"),
+        ("ce_type", b"io.inspector.frame.v1"),
+        ("content-type", b"application/json"),
+    ]
+    produce(
+        cfg,
+        cfg.topics.frames,
+        [
+            (b"{garbage", hdr),
+            (orjson.dumps({"frame_id": "f"}), hdr),
+            (
+                b"\xff\xd8",
+                [h for h in hdr if h[0] != "content-type"] + [("content-type", b"image/jpeg")],
+            ),
+            (b"{}", [("content-type", b"application/json")]),
+            (b"{}", [*hdr[:4], ("content-type", b"text/plain")]),
+        ],
+    )
     good_ids.append(pub.publish("cam-1", sim_frames[4]).frame_id)
     pub.flush()
     start_worker(cfg)
     verdicts = verdicts_of(cfg, len(good_ids))
     assert sorted(v.frame_id for v in verdicts) == sorted(good_ids)
-    dlq = [decode(m.value(), m.headers(), DeadLetterRecord)
-           for m in read(cfg, [cfg.topics.dlq], count=5, timeout_s=20)]
+    dlq = [
+        decode(m.value(), m.headers(), DeadLetterRecord)
+        for m in read(cfg, [cfg.topics.dlq], count=5, timeout_s=20)
+    ]
     assert sorted(r.reason for r in dlq) == sorted(
-        ["bad_json", "schema_violation", "schema_violation", "missing_header", "wrong_content_type"])
+        ["bad_json", "schema_violation", "schema_violation", "missing_header", "wrong_content_type"]
+    )
     assert all(r.stage == "detect" and r.original_topic == cfg.topics.frames for r in dlq)
 
 
 def test_inline_frames_and_redelivery_reemits_identical_verdict(
-    make_config, start_worker, sim_frames  # type: ignore[no-untyped-def]
+    make_config,
+    start_worker,
+    sim_frames,  # type: ignore[no-untyped-def]
 ) -> None:
     cfg = detect_config(make_config)
     pub = FramePublisher(cfg)
@@ -140,8 +171,7 @@ def test_inline_frames_and_redelivery_reemits_identical_verdict(
     w.stop()
     # Replay the same frames (as a crash before the commit would): identical payloads.
     for m in sent:
-        pub.publish("cam-2", sim_frames[sent.index(m)], inline=True, frame_id=m.frame_id,
-                    seq=m.seq)
+        pub.publish("cam-2", sim_frames[sent.index(m)], inline=True, frame_id=m.frame_id, seq=m.seq)
     pub.flush()
     start_worker(cfg)
     msgs = read(cfg, [cfg.topics.verdicts], count=2 * len(sent), timeout_s=60)
@@ -154,9 +184,13 @@ def test_inline_frames_and_redelivery_reemits_identical_verdict(
 
 @pytest.mark.slow
 def test_sigkill_one_of_two_workers_loses_nothing(
-    make_config, sim_frames, tmp_path: Path  # type: ignore[no-untyped-def]
+    make_config,
+    sim_frames,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
-    cfg = detect_config(make_config, worker={"max_batch": 4, "max_wait_ms": 2, "shed_after_ms": 60_000})
+    cfg = detect_config(
+        make_config, worker={"max_batch": 4, "max_wait_ms": 2, "shed_after_ms": 60_000}
+    )
     data = cfg.model_dump(mode="json")
     path = tmp_path / "plant.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -164,9 +198,23 @@ def test_sigkill_one_of_two_workers_loses_nothing(
     procs = []
     for i in range(2):
         with open(tmp_path / f"w{i}.log", "wb") as log:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "inspector", "worker", "--config", str(path),
-                 "--metrics-port", "0"], env=env, stdout=subprocess.DEVNULL, stderr=log))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "inspector",
+                        "worker",
+                        "--config",
+                        str(path),
+                        "--metrics-port",
+                        "0",
+                    ],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                )
+            )
     try:
         pub = FramePublisher(cfg)
         sent = []
@@ -185,8 +233,12 @@ def test_sigkill_one_of_two_workers_loses_nothing(
         # Frames keep coming after the crash; the survivor must take the dead
         # member's partitions over and judge everything, the crashed batch included.
         wave(2)
-        msgs = read(cfg, [cfg.topics.verdicts], timeout_s=150, until=lambda ms: len(
-            {dict(m.headers())["ce_id"] for m in ms}) >= len(sent))
+        msgs = read(
+            cfg,
+            [cfg.topics.verdicts],
+            timeout_s=150,
+            until=lambda ms: len({dict(m.headers())["ce_id"] for m in ms}) >= len(sent),
+        )
     finally:
         for p in procs:
             if p.poll() is None:
@@ -214,14 +266,19 @@ def test_part_aggregation_k_of_n(make_config, start_worker) -> None:  # type: ig
     cfg = detect_config(make_config)
     data = cfg.model_dump(mode="json")
     # Make every frame showing a part fail, so the test is about aggregation, not the model.
-    data["lines"][0]["rules"] = {"classes": {"part": {"min_confidence": 0.25}},
-                                 "part_aggregation": {"mode": "k_of_n", "k": 2}}
+    data["lines"][0]["rules"] = {
+        "classes": {"part": {"min_confidence": 0.25}},
+        "part_aggregation": {"mode": "k_of_n", "k": 2},
+    }
     from inspector.config import parse_config
 
     cfg = parse_config(data, env={})
     scene = ConveyorScene(SceneConfig(seed=7, width=640, height=360, clip_seconds=10))
-    part_frames = [i for i in range(scene.config.n_frames)
-                   if any(p.fully_in_view for p in scene.truth(i).parts)][:4]
+    part_frames = [
+        i
+        for i in range(scene.config.n_frames)
+        if any(p.fully_in_view for p in scene.truth(i).parts)
+    ][:4]
     pub = FramePublisher(cfg)
     sent = [pub.publish("cam-1", scene.render(i)[0], part_id="P1") for i in part_frames]
     pub.flush()
@@ -233,7 +290,10 @@ def test_part_aggregation_k_of_n(make_config, start_worker) -> None:  # type: ig
 
 
 def test_exactly_once_commits_offsets_in_the_transaction_and_fences_zombies(
-    make_config, start_worker, sim_frames, monkeypatch  # type: ignore[no-untyped-def]
+    make_config,
+    start_worker,
+    sim_frames,
+    monkeypatch,  # type: ignore[no-untyped-def]
 ) -> None:
     """The offsets travel inside the transaction, and a second instance with the same
     transactional id fences the first with the proper error."""
@@ -278,7 +338,10 @@ def test_exactly_once_commits_offsets_in_the_transaction_and_fences_zombies(
 
 @pytest.mark.slow
 def test_partitions_added_under_running_workers_then_a_third_joins(
-    make_config, start_worker, sim_frames, monkeypatch  # type: ignore[no-untyped-def]
+    make_config,
+    start_worker,
+    sim_frames,
+    monkeypatch,  # type: ignore[no-untyped-def]
 ) -> None:
     """CreatePartitions on the frames topic while two exactly-once workers run, then a
     third worker joins: the new partitions are produced to and consumed, and every frame
@@ -291,18 +354,21 @@ def test_partitions_added_under_running_workers_then_a_third_joins(
     cams = [f"cam-{i}" for i in range(1, 9)]
     line = {
         "id": "line-1",
-        "cameras": [{"id": c, "url": f"rtsp://127.0.0.1:1/{c}", "width": 640, "height": 360}
-                    for c in cams],
+        "cameras": [
+            {"id": c, "url": f"rtsp://127.0.0.1:1/{c}", "width": 640, "height": 360} for c in cams
+        ],
         "rules": detect_config.__globals__["demo_plant"]()["lines"][0]["rules"],
     }
     cfg = detect_config(
         make_config,
         lines=[line],
         topics={"partitions": 2},
-        kafka={"metadata_refresh_ms": 1000, "session_timeout_ms": 6000,
-               "heartbeat_interval_ms": 1000},
-        worker={"exactly_once": True, "max_batch": 4, "max_wait_ms": 2,
-                "shed_after_ms": 120_000},
+        kafka={
+            "metadata_refresh_ms": 1000,
+            "session_timeout_ms": 6000,
+            "heartbeat_interval_ms": 1000,
+        },
+        worker={"exactly_once": True, "max_batch": 4, "max_wait_ms": 2, "shed_after_ms": 120_000},
     )
     workers = []
     for name in ("w1", "w2"):
@@ -326,11 +392,26 @@ def test_partitions_added_under_running_workers_then_a_third_joins(
     for fut in admin.create_partitions([NewPartitions(cfg.topics.frames, 6)]).values():
         fut.result(30)
     # the producer sees the new partitions after a metadata refresh (1 s here)
-    wait_for(lambda: len(pub.producer.list_topics(cfg.topics.frames, timeout=5)
-                         .topics[cfg.topics.frames].partitions) == 6, 15, "6 partitions")
-    wait_for(lambda: set().union(*(w.loop.assigned for w in workers))
-             == {(cfg.topics.frames, p) for p in range(6)}, 30,
-             "the two workers to be assigned all six partitions")
+    wait_for(
+        lambda: (
+            len(
+                pub.producer.list_topics(cfg.topics.frames, timeout=5)
+                .topics[cfg.topics.frames]
+                .partitions
+            )
+            == 6
+        ),
+        15,
+        "6 partitions",
+    )
+    wait_for(
+        lambda: (
+            set().union(*(w.loop.assigned for w in workers))
+            == {(cfg.topics.frames, p) for p in range(6)}
+        ),
+        30,
+        "the two workers to be assigned all six partitions",
+    )
     wave(16)
     monkeypatch.setenv("INSPECTOR_INSTANCE_ID", "parts-w3")
     third = start_worker(cfg)

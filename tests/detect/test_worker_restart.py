@@ -56,8 +56,9 @@ class Stream:
         next_at = time.monotonic()
         while not self.stop.is_set():
             cam = CAMERAS[n % len(CAMERAS)]
-            meta = self.pub.publish(cam, self.frames[n % len(self.frames)],
-                                    partition=CAMERAS.index(cam))
+            meta = self.pub.publish(
+                cam, self.frames[n % len(self.frames)], partition=CAMERAS.index(cam)
+            )
             self.pub.producer.poll(0)  # serve delivery reports as a live publisher does
             self.published[meta.frame_id] = (cam, meta.seq, meta.captured_at)
             n += 1
@@ -83,8 +84,9 @@ def assignment(cfg: PlantConfig) -> dict[str, set[int]]:
     except Exception:
         return {}
     return {
-        m.client_id: {tp.partition for tp in m.assignment.topic_partitions
-                      if tp.topic == cfg.topics.frames}
+        m.client_id: {
+            tp.partition for tp in m.assignment.topic_partitions if tp.topic == cfg.topics.frames
+        }
         for m in desc.members
     }
 
@@ -112,21 +114,42 @@ def test_worker_sigkill_costs_at_most_two_seconds_and_never_stops_the_line(
     rules = demo_plant()["lines"][0]["rules"]
     cfg = detect_config(
         make_config,
-        lines=[{"id": "line-1", "rules": rules,
-                "cameras": [{"id": c, "url": f"rtsp://127.0.0.1:1/{c}", "width": W,
-                             "height": H, "sample_fps": FPS} for c in CAMERAS]}],
-        kafka={"group_protocol": "consumer", "session_timeout_ms": 1500,
-               "heartbeat_interval_ms": 500},
+        lines=[
+            {
+                "id": "line-1",
+                "rules": rules,
+                "cameras": [
+                    {
+                        "id": c,
+                        "url": f"rtsp://127.0.0.1:1/{c}",
+                        "width": W,
+                        "height": H,
+                        "sample_fps": FPS,
+                    }
+                    for c in CAMERAS
+                ],
+            }
+        ],
+        kafka={
+            "group_protocol": "consumer",
+            "session_timeout_ms": 1500,
+            "heartbeat_interval_ms": 500,
+        },
         topics={"partitions": 4},
         # the demo's limits: shed after 1 s, stale after 10 s
         worker={"max_batch": 8, "max_wait_ms": 5, "shed_after_ms": 1000},
         frames={"max_age_s": 10},
         workflows=[
             # the rule that stopped lines: now 3 consecutive FAULTs would do it
-            {"kind": "stop_line", "name": "stop-on-burst", "filter": {"verdicts": ["FAIL"]},
-             "fail_count": 100000, "window_s": 1, "consecutive_faults": 3},
-            {"kind": "degraded", "name": "manual-inspection", "fault_count": 15,
-             "window_s": 10},
+            {
+                "kind": "stop_line",
+                "name": "stop-on-burst",
+                "filter": {"verdicts": ["FAIL"]},
+                "fail_count": 100000,
+                "window_s": 1,
+                "consecutive_faults": 3,
+            },
+            {"kind": "degraded", "name": "manual-inspection", "fault_count": 15, "window_s": 10},
         ],
     )
     cli = [sys.executable, "-m", "inspector", "worker"]
@@ -135,7 +158,10 @@ def test_worker_sigkill_costs_at_most_two_seconds_and_never_stops_the_line(
         port = free_port()
         path = write(cfg, tmp_path / f"{name}.yaml", name)
         workers[name] = ManagedProcess(
-            name, [*cli, "-c", str(path), "--metrics-port", str(port)], "127.0.0.1", port,
+            name,
+            [*cli, "-c", str(path), "--metrics-port", str(port)],
+            "127.0.0.1",
+            port,
             tmp_path / f"{name}.log",
         )
     col = Collector(cfg, [cfg.topics.verdicts, cfg.topics.line_commands])
@@ -143,14 +169,17 @@ def test_worker_sigkill_costs_at_most_two_seconds_and_never_stops_the_line(
 
     def pump() -> None:
         col.pump()
-        for m in col.messages[cfg.topics.verdicts][sum(map(len, verdicts.values())):]:
+        for m in col.messages[cfg.topics.verdicts][sum(map(len, verdicts.values())) :]:
             v = decode(m.value(), m.headers(), VerdictEvent)
             verdicts[v.frame_id].append(v)
 
     def judged_after(t: float, cams: list[str]) -> bool:
         pump()
-        got = {vs[0].camera_id for vs in verdicts.values()
-               if vs[0].timings.captured_at > t and vs[0].verdict != "FAULT"}
+        got = {
+            vs[0].camera_id
+            for vs in verdicts.values()
+            if vs[0].timings.captured_at > t and vs[0].verdict != "FAULT"
+        }
         return set(cams) <= got
 
     try:
@@ -158,23 +187,37 @@ def test_worker_sigkill_costs_at_most_two_seconds_and_never_stops_the_line(
             env = {**os.environ, "YOLO_OFFLINE": "1"}
             for name, proc in workers.items():
                 proc.start(timeout_s=90, env={**env, "INSPECTOR_INSTANCE_ID": name})
-            wait_for(lambda: {k: bool(v) for k, v in assignment(cfg).items()}
-                     == {"w1-detect": True, "w2-detect": True}, 60,
-                     "both workers to hold frames partitions")
+            wait_for(
+                lambda: (
+                    {k: bool(v) for k, v in assignment(cfg).items()}
+                    == {"w1-detect": True, "w2-detect": True}
+                ),
+                60,
+                "both workers to hold frames partitions",
+            )
             with Stream(cfg, sim_frames) as stream:
                 t_start = time.time()
-                wait_for(lambda: judged_after(t_start + 2.0, CAMERAS), 60,
-                         "verdicts of every camera flowing")
+                wait_for(
+                    lambda: judged_after(t_start + 2.0, CAMERAS),
+                    60,
+                    "verdicts of every camera flowing",
+                )
                 held = assignment(cfg)["w1-detect"]
                 t_kill = time.time()
                 workers["w1"].signal(signal.SIGKILL)
                 dead = [c for c in CAMERAS if CAMERAS.index(c) in held]
-                wait_for(lambda: judged_after(t_kill + 4.0, CAMERAS), 30,
-                         "the survivor to judge every camera again")
+                wait_for(
+                    lambda: judged_after(t_kill + 4.0, CAMERAS),
+                    30,
+                    "the survivor to judge every camera again",
+                )
                 assert assignment(cfg) == {"w2-detect": set(range(4))}
             published = dict(stream.published)
-            wait_for(lambda: (pump(), published.keys() <= verdicts.keys())[1], 30,
-                     "a verdict for every published frame")
+            wait_for(
+                lambda: (pump(), published.keys() <= verdicts.keys())[1],
+                30,
+                "a verdict for every published frame",
+            )
         col.drain(0.5)
         pump()
     finally:
@@ -199,9 +242,11 @@ def test_worker_sigkill_costs_at_most_two_seconds_and_never_stops_the_line(
         runs[cam] = longest_unjudged_run(frames) / FPS
     faults = sorted({vs[0].rule for vs in verdicts.values() if vs[0].verdict == "FAULT"})
     waited = max(vs[0].timings.emitted_at - vs[0].timings.captured_at for vs in verdicts.values())
-    print(f"\nworker SIGKILL (load average {os.getloadavg()[0]:.1f}): dead member's cameras "
-          f"{dead}; longest run not judged in time "
-          f"per camera {runs} s; longest wait for a verdict {waited:.2f} s; FAULT rules {faults}")
+    print(
+        f"\nworker SIGKILL (load average {os.getloadavg()[0]:.1f}): dead member's cameras "
+        f"{dead}; longest run not judged in time "
+        f"per camera {runs} s; longest wait for a verdict {waited:.2f} s; FAULT rules {faults}"
+    )
     assert dead, "w1 held no partition at the kill"
     # What the kill cost is the dead member's cameras' run beyond what the survivor's own
     # cameras saw in the same run: those were never without an owner, so any run of

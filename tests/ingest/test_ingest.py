@@ -42,9 +42,7 @@ def test_two_cameras_publish_fresh_ordered_tagged_frames_and_a_bad_url_stays_loc
     with collecting(cfg) as col, running(cfg) as svc:
         replayers = replay_fleet_triggers(cfg, fleet, stop)
         try:
-            wait_for(
-                lambda: all(r.state == "streaming" for r in svc.readers[:2]), 10, "streaming"
-            )
+            wait_for(lambda: all(r.state == "streaming" for r in svc.readers[:2]), 10, "streaming")
             t_start = time.time()
             time.sleep(RUN_S)  # the run under test: frames flow for RUN_S seconds
         finally:
@@ -185,15 +183,19 @@ def test_inline_transport_resizes_or_rejects_other_resolutions(
     cfg = ingest_config(
         [
             camera("cam-small", fleet.url("cam-a"), width=320, height=180),
-            camera("cam-strict", fleet.url("cam-b"), width=1280, height=720,
-                   on_size_mismatch="reject"),
+            camera(
+                "cam-strict", fleet.url("cam-b"), width=1280, height=720, on_size_mismatch="reject"
+            ),
         ],
         frames={"transport": "inline"},
     )
     with collecting(cfg) as col, running(cfg):
         wait_for(lambda: len(col.frames("cam-small")) >= 5, 15, "inline frames")
-        wait_for(lambda: any(e.state == "backing_off" for e in col.statuses("cam-strict")), 10,
-                 "rejection")
+        wait_for(
+            lambda: any(e.state == "backing_off" for e in col.statuses("cam-strict")),
+            10,
+            "rejection",
+        )
     for meta, jpeg, msg in col.frames("cam-small"):
         assert meta.storage == "inline" and jpeg is not None and meta.claim_key is None
         headers = header_dict(msg.headers())

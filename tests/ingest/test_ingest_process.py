@@ -63,7 +63,9 @@ def test_unreachable_broker_is_one_line_and_exit_1(
     )
     res = subprocess.run(
         [*CLI, "ingest", "--config", str(_write(cfg, tmp_path / "p.yaml"))],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert res.returncode == 1
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
@@ -82,7 +84,8 @@ def test_process_serves_health_and_exits_0_on_sigterm(
     with collecting(cfg) as col:
         proc = subprocess.Popen(
             [*CLI, "ingest", "--config", str(path), "--metrics-port", str(port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         try:
             base = f"http://127.0.0.1:{port}"
@@ -101,8 +104,11 @@ def test_process_serves_health_and_exits_0_on_sigterm(
                 proc.wait()
             assert proc.stderr is not None
             proc.stderr.close()
-        wait_for(lambda: any(e.state == "stopped" for e in col.statuses("cam-a")), 10,
-                 "stopped status from the process")
+        wait_for(
+            lambda: any(e.state == "stopped" for e in col.statuses("cam-a")),
+            10,
+            "stopped status from the process",
+        )
 
 
 def test_redis_down_drops_frames_with_a_reason_and_recovers(
@@ -148,8 +154,12 @@ def own_kafka(tmp_path: Path) -> KafkaBroker:
 def frames_on_topic(cfg: PlantConfig, want: int, timeout_s: float = 30) -> list[FrameMeta]:
     """Every frame record in log order per partition (assign from the beginning)."""
     c = make_consumer(cfg.kafka, f"check-{uuid.uuid4().hex[:8]}", client_suffix="check")
-    c.assign([TopicPartition(cfg.topics.frames, p, OFFSET_BEGINNING)
-              for p in range(cfg.topics.partitions)])
+    c.assign(
+        [
+            TopicPartition(cfg.topics.frames, p, OFFSET_BEGINNING)
+            for p in range(cfg.topics.partitions)
+        ]
+    )
     out: list[FrameMeta] = []
     deadline = time.monotonic() + timeout_s
     try:
@@ -163,9 +173,17 @@ def frames_on_topic(cfg: PlantConfig, want: int, timeout_s: float = 30) -> list[
 
 
 # Drops that happen after a frame got its sequence number (so leave a hole in it).
-AFTER_SEQ = ("queue_full", "broker_backlog", "redaction_failed", "oversized",
-             "redis_unavailable", "producer_queue_full", "produce_error",
-             "delivery_timeout", "delivery_failed")
+AFTER_SEQ = (
+    "queue_full",
+    "broker_backlog",
+    "redaction_failed",
+    "oversized",
+    "redis_unavailable",
+    "producer_queue_full",
+    "produce_error",
+    "delivery_timeout",
+    "delivery_failed",
+)
 
 
 def test_broker_sigkill_and_restart_loses_duplicates_and_reorders_no_frame(
@@ -230,8 +248,11 @@ def test_broker_outage_buffers_then_drops_and_resumes(
             reader = svc.readers[0]
             wait_for(lambda: reader.stats.frames_ingested >= 3, 15, "frames before the outage")
             broker.stop()
-            wait_for(lambda: reader.stats.drops.get("broker_backlog", 0) >= 3, 10,
-                     "counted drops once the local buffer is full")
+            wait_for(
+                lambda: reader.stats.drops.get("broker_backlog", 0) >= 3,
+                10,
+                "counted drops once the local buffer is full",
+            )
             assert svc.publisher is not None and svc.publisher.inflight <= 5
             assert reader.state == "streaming"
             ingested = reader.stats.frames_ingested
@@ -242,7 +263,8 @@ def test_broker_outage_buffers_then_drops_and_resumes(
 
 
 def test_frame_over_the_brokers_own_limit_is_a_counted_drop_not_a_stuck_producer(
-    fleet: SimCameraFleet, ingest_config: Callable[..., PlantConfig],
+    fleet: SimCameraFleet,
+    ingest_config: Callable[..., PlantConfig],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The frames topic allows less than the client does: the broker refuses each inline
@@ -260,19 +282,30 @@ def test_frame_over_the_brokers_own_limit_is_a_counted_drop_not_a_stuck_producer
     admin = AdminClient(client_config(cfg.kafka, "test-admin"))
 
     def topic_limit(n: int) -> None:
-        res = ConfigResource(ConfigResource.Type.TOPIC, cfg.topics.frames, incremental_configs=[
-            ConfigEntry("max.message.bytes", str(n),
-                        incremental_operation=AlterConfigOpType.SET)])
+        res = ConfigResource(
+            ConfigResource.Type.TOPIC,
+            cfg.topics.frames,
+            incremental_configs=[
+                ConfigEntry(
+                    "max.message.bytes", str(n), incremental_operation=AlterConfigOpType.SET
+                )
+            ],
+        )
         for fut in admin.incremental_alter_configs([res]).values():
             fut.result(30)
 
     topic_limit(4096)  # far below a 640x360 JPEG
-    with caplog.at_level(logging.WARNING, logger="inspector.ingest.publisher"), \
-            running(cfg, triggers=False) as svc:
+    with (
+        caplog.at_level(logging.WARNING, logger="inspector.ingest.publisher"),
+        running(cfg, triggers=False) as svc,
+    ):
         assert svc.publisher is not None
         reader = svc.readers[0]
-        wait_for(lambda: reader.stats.drops.get("oversized", 0) >= 5, 30,
-                 "frames refused by the broker, counted as oversized")
+        wait_for(
+            lambda: reader.stats.drops.get("oversized", 0) >= 5,
+            30,
+            "frames refused by the broker, counted as oversized",
+        )
         assert reader.stats.frames_ingested == 0 and reader.state == "streaming"
         assert svc.publisher.inflight <= 2, "refused frames must not pile up in the producer"
         topic_limit(cfg.kafka.message_max_bytes)

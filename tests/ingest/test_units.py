@@ -29,8 +29,17 @@ from inspector.observe.tracing import new_traceparent
 def test_state_machine_records_every_transition_in_order_with_counters() -> None:
     seen: list[Transition] = []
     m = CameraStateMachine("cam", seen.append, clock=lambda: 42.0)
-    for state in ["connecting", "streaming", "stalled", "backing_off", "connecting",
-                  "backing_off", "connecting", "streaming", "stopped"]:
+    for state in [
+        "connecting",
+        "streaming",
+        "stalled",
+        "backing_off",
+        "connecting",
+        "backing_off",
+        "connecting",
+        "streaming",
+        "stopped",
+    ]:
         m.transition(state, f"to {state}")  # type: ignore[arg-type]
     assert [t.number for t in seen] == list(range(9))
     assert [t.previous for t in seen][:3] == [None, "connecting", "streaming"]
@@ -148,7 +157,9 @@ def test_traceparent_is_w3c_and_random() -> None:
 
 
 def test_redact_hides_passwords_only() -> None:
-    assert rtsp.redact("rtsp://admin:s3cret@10.0.0.5:554/live") == "rtsp://admin:***@10.0.0.5:554/live"
+    assert (
+        rtsp.redact("rtsp://admin:s3cret@10.0.0.5:554/live") == "rtsp://admin:***@10.0.0.5:554/live"
+    )
     assert rtsp.redact("rtsp://10.0.0.5/live") == "rtsp://10.0.0.5/live"
     assert rtsp.host_port("rtsp://cam.local/x") == ("cam.local", 554)
 

@@ -77,8 +77,9 @@ def verdict(
     findings = []
     detections = [Detection(cls="part", score=0.97, box=Box(x1=150, y1=80, x2=480, y2=280))]
     if cls is not None:
-        findings = [Finding(cls=cls, score=0.88, box=SCRATCH_BOX, severity="major",
-                            rule=f"class:{cls}")]
+        findings = [
+            Finding(cls=cls, score=0.88, box=SCRATCH_BOX, severity="major", rule=f"class:{cls}")
+        ]
         detections.append(Detection(cls=cls, score=0.88, box=SCRATCH_BOX))
     rule = {"PASS": "pass", "FAIL": f"class:{cls}", "FAULT": "fault:expired"}[kind]
     return VerdictEvent(
@@ -91,18 +92,25 @@ def verdict(
         rule=rule,
         findings=findings,
         detections=detections if kind != "FAULT" else [],
-        timings=Timings(captured_at=at - latency_s, ingested_at=at - latency_s + 0.01,
-                        emitted_at=at),
+        timings=Timings(
+            captured_at=at - latency_s, ingested_at=at - latency_s + 0.01, emitted_at=at
+        ),
         evidence_key=evidence_key,
         annotated_key=annotated_key,
     )
 
 
-def camera_status(camera: str, line: str, state: str, at: float, transition: int = 1,
-                  fps: float = 5.0) -> CameraStatusEvent:
+def camera_status(
+    camera: str, line: str, state: str, at: float, transition: int = 1, fps: float = 5.0
+) -> CameraStatusEvent:
     return CameraStatusEvent(
-        camera_id=camera, line_id=line, run_id="run-1", transition=transition,
-        state=state, at=at, fps=fps,
+        camera_id=camera,
+        line_id=line,
+        run_id="run-1",
+        transition=transition,
+        state=state,
+        at=at,
+        fps=fps,
     )
 
 

@@ -18,8 +18,14 @@ from tests.observe.test_dashboard import TOKEN, dashboard_config
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 pytestmark = [
@@ -36,11 +42,15 @@ def test_dashboard_live_in_a_browser(
 
     cfg = dashboard_config(make_config)
     store = FrameStore(connect(cfg.redis), cfg.redis.key_prefix, 600)
-    publish(cfg, cfg.topics.camera_status, [
-        camera_status("cam-1", "line-1", "streaming", 1.0),
-        camera_status("cam-2", "line-1", "streaming", 1.0),
-        camera_status("cam-3", "line-2", "stalled", 1.0),
-    ])
+    publish(
+        cfg,
+        cfg.topics.camera_status,
+        [
+            camera_status("cam-1", "line-1", "streaming", 1.0),
+            camera_status("cam-2", "line-1", "streaming", 1.0),
+            camera_status("cam-3", "line-2", "stalled", 1.0),
+        ],
+    )
     publish(cfg, cfg.topics.verdicts, [verdict("line-1", "cam-1", i) for i in range(3)])
     dash = Dashboard(cfg, port=0, since=start_of_today(), lag_every_s=0).start()
     try:
@@ -62,13 +72,33 @@ def test_dashboard_live_in_a_browser(
                 fails = []
                 for seq, cls in ((10, "scratch"), (11, "dent")):
                     key = store.put(f"cam-2:r:{seq}", part_jpeg(), kind="evidence")
-                    fails.append(verdict("line-1", "cam-2", seq, "FAIL", cls=cls,
-                                         evidence_key=key, run="r"))
-                publish(cfg, cfg.topics.verdicts, [*fails, verdict("line-1", "cam-1", 12),
-                                                   verdict("line-2", "cam-3", 13, "FAULT")])
-                publish(cfg, cfg.topics.line_commands, [LineCommand(
-                    command_id="c1", line_id="line-1", command="stop", episode_id="ep-7",
-                    reason="2 FAILs in 20 s", camera_id="cam-2", issued_at=1.0)])
+                    fails.append(
+                        verdict("line-1", "cam-2", seq, "FAIL", cls=cls, evidence_key=key, run="r")
+                    )
+                publish(
+                    cfg,
+                    cfg.topics.verdicts,
+                    [
+                        *fails,
+                        verdict("line-1", "cam-1", 12),
+                        verdict("line-2", "cam-3", 13, "FAULT"),
+                    ],
+                )
+                publish(
+                    cfg,
+                    cfg.topics.line_commands,
+                    [
+                        LineCommand(
+                            command_id="c1",
+                            line_id="line-1",
+                            command="stop",
+                            episode_id="ep-7",
+                            reason="2 FAILs in 20 s",
+                            camera_id="cam-2",
+                            issued_at=1.0,
+                        )
+                    ],
+                )
                 expect(line1.locator(".count-pass")).to_have_text("4", timeout=15000)
                 expect(line1.locator(".count-fail")).to_have_text("2")
                 expect(line1.locator(".yield")).to_have_text("66.7%")
@@ -82,7 +112,8 @@ def test_dashboard_live_in_a_browser(
                 assert shots.first.get_attribute("data-verdict") == fails[1].verdict_id
                 img = shots.first.locator("img")
                 page.wait_for_function(
-                    "(img) => img.complete && img.naturalWidth > 0", arg=img.element_handle(),
+                    "(img) => img.complete && img.naturalWidth > 0",
+                    arg=img.element_handle(),
                     timeout=10000,
                 )
                 assert img.evaluate("(i) => i.naturalWidth") == 640

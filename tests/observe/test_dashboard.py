@@ -71,11 +71,13 @@ def test_token_auth_and_read_only(dash: Dashboard) -> None:
     r = httpx.get(url(dash, "/"))
     assert r.status_code == 401
     assert r.headers["www-authenticate"].startswith("Bearer")
-    assert httpx.get(url(dash, "/api/snapshot"),
-                     headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert (
+        httpx.get(url(dash, "/api/snapshot"), headers={"Authorization": "Bearer wrong"}).status_code
+        == 401
+    )
     assert httpx.get(url(dash, "/api/snapshot?token=wrong")).status_code == 401
     ok = httpx.get(url(dash, "/"), headers={"Authorization": f"Bearer {TOKEN}"})
-    assert ok.status_code == 200 and "<template id=\"line-tpl\">" in ok.text
+    assert ok.status_code == 200 and '<template id="line-tpl">' in ok.text
 
     with httpx.Client() as browser:
         r = browser.get(url(dash, f"/?token={TOKEN}"), follow_redirects=False)
@@ -97,13 +99,17 @@ def test_counts_evidence_and_metrics_move_with_the_events(dash: Dashboard) -> No
     store = FrameStore(connect(cfg.redis), cfg.redis.key_prefix, 600)
     key = store.put("cam-1:r:1", part_jpeg(), kind="evidence")
     fail = verdict("line-1", "cam-1", 1, "FAIL", cls="scratch", evidence_key=key, run="r")
-    expired = verdict("line-1", "cam-2", 2, "FAIL", cls="dent",
-                      evidence_key=f"{cfg.redis.key_prefix}:frame:gone")
+    expired = verdict(
+        "line-1", "cam-2", 2, "FAIL", cls="dent", evidence_key=f"{cfg.redis.key_prefix}:frame:gone"
+    )
     publish(cfg, cfg.topics.verdicts, [verdict(seq=0), fail, expired, verdict(seq=3), fail])
     publish(cfg, cfg.topics.camera_status, [camera_status("cam-1", "line-1", "streaming", 1.0)])
 
-    wait_for(lambda: counts(dash, "line-1") == {"PASS": 2, "FAIL": 2, "FAULT": 0}, 20,
-             "the dashboard to count 4 distinct verdicts")
+    wait_for(
+        lambda: counts(dash, "line-1") == {"PASS": 2, "FAIL": 2, "FAULT": 0},
+        20,
+        "the dashboard to count 4 distinct verdicts",
+    )
 
     def cam1_state() -> str:
         line = next(ln for ln in snapshot(dash)["lines"] if ln["id"] == "line-1")
@@ -117,8 +123,11 @@ def test_counts_evidence_and_metrics_move_with_the_events(dash: Dashboard) -> No
     assert line["yield"] == 50.0
     assert [g["verdict_id"] for g in line["gallery"]] == [expired.verdict_id, fail.verdict_id]
     assert len(line["latency"]["points"]) == 4
-    wait_for(lambda: metric(dash, "inspector_dashboard_events_total", kind="verdicts")
-             == before + 4, 10, "the events counter to move by 4 (the duplicate not counted)")
+    wait_for(
+        lambda: metric(dash, "inspector_dashboard_events_total", kind="verdicts") == before + 4,
+        10,
+        "the events counter to move by 4 (the duplicate not counted)",
+    )
 
     auth = {"Authorization": f"Bearer {TOKEN}"}
     img = httpx.get(url(dash, f"/evidence/{fail.verdict_id}.jpg"), headers=auth)
@@ -139,13 +148,16 @@ def test_counts_evidence_and_metrics_move_with_the_events(dash: Dashboard) -> No
     assert next(ln for ln in first["lines"] if ln["id"] == "line-1")["counts"]["FAIL"] == 2
 
 
-def test_readiness_follows_redis(make_config: Callable[..., PlantConfig],
-                                 own_redis: ManagedProcess) -> None:
-    cfg = dashboard_config(make_config, redis={"url": f"redis://127.0.0.1:{own_redis.port}/0",
-                                               "socket_timeout_s": 0.5})
+def test_readiness_follows_redis(
+    make_config: Callable[..., PlantConfig], own_redis: ManagedProcess
+) -> None:
+    cfg = dashboard_config(
+        make_config, redis={"url": f"redis://127.0.0.1:{own_redis.port}/0", "socket_timeout_s": 0.5}
+    )
     d = Dashboard(cfg, port=0, since=start_of_today(), lag_every_s=0).start()
     restarted: ManagedProcess | None = None
     try:
+
         def ready() -> int:
             return httpx.get(url(d, "/readyz")).status_code
 

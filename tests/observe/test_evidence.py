@@ -35,8 +35,10 @@ def test_evidence_written_with_the_finding_boxed(two_lines: PlantConfig, tmp_pat
     out = tmp_path / "ev.jpg"
 
     # no index entry: found by scanning the verdicts topic
-    result = runner.invoke(app, ["evidence", v.verdict_id, "-o", str(out),
-                                 "--config", str(write_config(cfg, tmp_path))])
+    result = runner.invoke(
+        app,
+        ["evidence", v.verdict_id, "-o", str(out), "--config", str(write_config(cfg, tmp_path))],
+    )
     assert result.exit_code == 0, result.output
     assert "FAIL line-1/cam-1 #5" in result.stdout and "scratch 0.88" in result.stdout
     img = cv2.imread(str(out))
@@ -56,25 +58,48 @@ def test_evidence_found_through_the_redis_index(two_lines: PlantConfig, tmp_path
     v = verdict("line-2", "cam-3", 2, "FAIL", cls="dent", evidence_key=key, run="r")
     index_verdict(client, cfg.redis.key_prefix, v, ttl_s=600)  # not on the topic at all
     out = tmp_path / "ev.jpg"
-    result = runner.invoke(app, ["evidence", v.verdict_id, "-o", str(out), "--raw",
-                                 "--config", str(write_config(cfg, tmp_path))])
+    result = runner.invoke(
+        app,
+        [
+            "evidence",
+            v.verdict_id,
+            "-o",
+            str(out),
+            "--raw",
+            "--config",
+            str(write_config(cfg, tmp_path)),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert out.read_bytes() == part_jpeg()
 
 
-def test_expired_and_unknown_evidence_are_clear_errors(two_lines: PlantConfig, tmp_path: Path) -> None:
+def test_expired_and_unknown_evidence_are_clear_errors(
+    two_lines: PlantConfig, tmp_path: Path
+) -> None:
     cfg = two_lines
-    gone = verdict("line-1", "cam-2", 3, "FAIL", cls="crack", run="r",
-                   evidence_key=f"{cfg.redis.key_prefix}:frame:cam-2:r:3")
+    gone = verdict(
+        "line-1",
+        "cam-2",
+        3,
+        "FAIL",
+        cls="crack",
+        run="r",
+        evidence_key=f"{cfg.redis.key_prefix}:frame:cam-2:r:3",
+    )
     publish(cfg, cfg.topics.verdicts, [gone])
     path = write_config(cfg, tmp_path)
     out = tmp_path / "ev.jpg"
 
-    result = runner.invoke(app, ["evidence", gone.verdict_id, "-o", str(out), "--config", str(path)])
+    result = runner.invoke(
+        app, ["evidence", gone.verdict_id, "-o", str(out), "--config", str(path)]
+    )
     assert result.exit_code == 3
     assert "evidence expired" in result.stderr
     assert not out.exists()
 
-    result = runner.invoke(app, ["evidence", "no-such-verdict", "-o", str(out), "--config", str(path)])
+    result = runner.invoke(
+        app, ["evidence", "no-such-verdict", "-o", str(out), "--config", str(path)]
+    )
     assert result.exit_code == 1
     assert "no verdict no-such-verdict" in result.stderr

@@ -32,9 +32,18 @@ def frames(n: int) -> list[tuple[bytes, list]]:
     out = []
     for seq in range(n):
         meta = FrameMeta(
-            frame_id=f"cam-1:r:{seq}", camera_id="cam-1", line_id="line-1", run_id="r", seq=seq,
-            captured_at=time.time(), ingested_at=time.time(), width=64, height=64,
-            storage="redis", claim_key=f"k:{seq}", size_bytes=1,
+            frame_id=f"cam-1:r:{seq}",
+            camera_id="cam-1",
+            line_id="line-1",
+            run_id="r",
+            seq=seq,
+            captured_at=time.time(),
+            ingested_at=time.time(),
+            width=64,
+            height=64,
+            storage="redis",
+            claim_key=f"k:{seq}",
+            size_bytes=1,
         )
         out.append(encode_frame(meta, None, source="test"))
     return out
@@ -44,18 +53,29 @@ def test_status_reports_states_counts_yield_and_lag(two_lines: PlantConfig, tmp_
     cfg = two_lines
     now = time.time()
     # camera states: the latest per camera wins, even when it predates today
-    publish(cfg, cfg.topics.camera_status, [
-        camera_status("cam-1", "line-1", "connecting", now - 50, 0),
-        camera_status("cam-1", "line-1", "streaming", now - 40, 1, fps=4.8),
-        camera_status("cam-2", "line-1", "stalled", now - 5, 3),
-    ])
-    publish(cfg, cfg.topics.camera_status,
-            [camera_status("cam-3", "line-2", "streaming", now - 3 * 86400, 1)],
-            timestamp_s=now - 3 * 86400, key=b"cam-3")
+    publish(
+        cfg,
+        cfg.topics.camera_status,
+        [
+            camera_status("cam-1", "line-1", "connecting", now - 50, 0),
+            camera_status("cam-1", "line-1", "streaming", now - 40, 1, fps=4.8),
+            camera_status("cam-2", "line-1", "stalled", now - 5, 3),
+        ],
+    )
+    publish(
+        cfg,
+        cfg.topics.camera_status,
+        [camera_status("cam-3", "line-2", "streaming", now - 3 * 86400, 1)],
+        timestamp_s=now - 3 * 86400,
+        key=b"cam-3",
+    )
     # verdicts: yesterday's do not count; a redelivered verdict counts once
-    publish(cfg, cfg.topics.verdicts, [verdict("line-1", "cam-1", 0, "FAIL", cls="dent",
-                                               at=now - 2 * 86400)],
-            timestamp_s=start_of_today() - 3600)
+    publish(
+        cfg,
+        cfg.topics.verdicts,
+        [verdict("line-1", "cam-1", 0, "FAIL", cls="dent", at=now - 2 * 86400)],
+        timestamp_s=start_of_today() - 3600,
+    )
     todays = [
         verdict("line-1", "cam-1", 1, "PASS"),
         verdict("line-1", "cam-1", 2, "PASS"),
@@ -65,13 +85,35 @@ def test_status_reports_states_counts_yield_and_lag(two_lines: PlantConfig, tmp_
         verdict("line-2", "cam-3", 6, "FAIL", cls="crack"),
     ]
     publish(cfg, cfg.topics.verdicts, [*todays, todays[0]])
-    publish(cfg, cfg.topics.line_commands, [LineCommand(
-        command_id="c1", line_id="line-2", command="stop", episode_id="ep-1",
-        reason="4 critical FAILs in 20 s", issued_at=now)])
+    publish(
+        cfg,
+        cfg.topics.line_commands,
+        [
+            LineCommand(
+                command_id="c1",
+                line_id="line-2",
+                command="stop",
+                episode_id="ep-1",
+                reason="4 critical FAILs in 20 s",
+                issued_at=now,
+            )
+        ],
+    )
     # line-1: a worker restart's FAULTs sent it to manual inspection (the line runs on)
-    publish(cfg, cfg.topics.line_commands, [LineCommand(
-        command_id="c2", line_id="line-1", command="manual_inspection", episode_id="ep-2",
-        reason="manual-inspection: 15 inspection FAULTs", issued_at=now)])
+    publish(
+        cfg,
+        cfg.topics.line_commands,
+        [
+            LineCommand(
+                command_id="c2",
+                line_id="line-1",
+                command="manual_inspection",
+                episode_id="ep-2",
+                reason="manual-inspection: 15 inspection FAULTs",
+                issued_at=now,
+            )
+        ],
+    )
     # detect group: 5 frames on one partition, committed up to offset 2 → lag 3
     partition = 1
     producer = make_producer(cfg.kafka, client_suffix="test-frames")
@@ -82,8 +124,9 @@ def test_status_reports_states_counts_yield_and_lag(two_lines: PlantConfig, tmp_
 
     def committed() -> bool:
         try:
-            committer.commit(offsets=[TopicPartition(cfg.topics.frames, partition, 2)],
-                             asynchronous=False)
+            committer.commit(
+                offsets=[TopicPartition(cfg.topics.frames, partition, 2)], asynchronous=False
+            )
         except KafkaException as exc:
             # a fresh broker still loading the group's offsets partition answers
             # COORDINATOR_LOAD_IN_PROGRESS / NOT_COORDINATOR: wait for it to be ready
@@ -95,8 +138,7 @@ def test_status_reports_states_counts_yield_and_lag(two_lines: PlantConfig, tmp_
     wait_for(committed, 30, "the group coordinator to accept the commit", step_s=0.2)
     committer.close()
 
-    result = runner.invoke(app, ["status", "--config", str(write_config(cfg, tmp_path)),
-                                 "--json"])
+    result = runner.invoke(app, ["status", "--config", str(write_config(cfg, tmp_path)), "--json"])
     assert result.exit_code == 0, result.output
     snap = orjson.loads(result.stdout)
     lines = {ln["id"]: ln for ln in snap["lines"]}

@@ -30,14 +30,17 @@ def write_config(cfg: PlantConfig, tmp_path: Path) -> Path:
 
 
 def tail_json(cfg_path: Path, *args: str) -> tuple[list[dict], str]:
-    result = runner.invoke(app, ["tail", *args, "--config", str(cfg_path), "--json",
-                                 "--timeout", "30"])
+    result = runner.invoke(
+        app, ["tail", *args, "--config", str(cfg_path), "--json", "--timeout", "30"]
+    )
     assert result.exit_code == 0, result.output
     lines = [ln for ln in result.stdout.splitlines() if ln.startswith("{")]
     return [orjson.loads(ln) for ln in lines], result.stderr
 
 
-def test_filters_select_exactly_the_matching_verdicts(two_lines: PlantConfig, tmp_path: Path) -> None:
+def test_filters_select_exactly_the_matching_verdicts(
+    two_lines: PlantConfig, tmp_path: Path
+) -> None:
     cfg = two_lines
     events = [
         verdict("line-1", "cam-1", 0, "PASS"),
@@ -59,8 +62,9 @@ def test_filters_select_exactly_the_matching_verdicts(two_lines: PlantConfig, tm
     got, _ = tail_json(path, "verdicts", "--from-beginning", "--verdict", "FAIL", "--max", "3")
     assert sorted(g["verdict_id"] for g in got) == sorted(ids[1:4])
 
-    got, _ = tail_json(path, "verdicts", "--from-beginning", "--class", "scratch",
-                       "--line", "line-2", "--max", "1")
+    got, _ = tail_json(
+        path, "verdicts", "--from-beginning", "--class", "scratch", "--line", "line-2", "--max", "1"
+    )
     assert [g["verdict_id"] for g in got] == [ids[3]]
 
     got, _ = tail_json(path, "verdicts", "--from-beginning", "--camera", "cam-2", "--max", "1")
@@ -68,7 +72,9 @@ def test_filters_select_exactly_the_matching_verdicts(two_lines: PlantConfig, tm
     assert got[0]["findings"][0]["cls"] == "dent"  # the wire payload, ready for jq
 
 
-def test_since_starts_at_that_time_not_at_the_beginning(two_lines: PlantConfig, tmp_path: Path) -> None:
+def test_since_starts_at_that_time_not_at_the_beginning(
+    two_lines: PlantConfig, tmp_path: Path
+) -> None:
     cfg = two_lines
     old = [verdict(seq=i, at=time.time() - 1200) for i in range(3)]
     new = [verdict(seq=10 + i) for i in range(3)]
@@ -86,7 +92,7 @@ def test_since_starts_at_that_time_not_at_the_beginning(two_lines: PlantConfig, 
 
 
 def test_default_start_is_now(two_lines: PlantConfig) -> None:
-    """"From now" is the end of the log (auto.offset.reset=latest), not a time: records
+    """ "From now" is the end of the log (auto.offset.reset=latest), not a time: records
     already there are skipped even when a skewed producer stamped them in the future."""
     cfg = two_lines
     before = [verdict(seq=i) for i in range(3)]
@@ -96,8 +102,15 @@ def test_default_start_is_now(two_lines: PlantConfig) -> None:
     thread = threading.Thread(
         target=run_tail,
         args=(cfg, "verdicts", Filters()),
-        kwargs={"start_s": None, "from_now": True, "as_json": True, "max_events": 2,
-                "timeout_s": 30, "write": out.append, "on_ready": ready.set},
+        kwargs={
+            "start_s": None,
+            "from_now": True,
+            "as_json": True,
+            "max_events": 2,
+            "timeout_s": 30,
+            "write": out.append,
+            "on_ready": ready.set,
+        },
     )
     thread.start()
     try:
@@ -114,15 +127,29 @@ def test_pretty_output_names_the_verdict(two_lines: PlantConfig, tmp_path: Path)
     cfg = two_lines
     v = verdict("line-2", "cam-3", 7, "FAIL", cls="crack")
     publish(cfg, cfg.topics.verdicts, [v])
-    result = runner.invoke(app, ["tail", "verdicts", "--config", str(write_config(cfg, tmp_path)),
-                                 "--from-beginning", "--max", "1", "--timeout", "30"])
+    result = runner.invoke(
+        app,
+        [
+            "tail",
+            "verdicts",
+            "--config",
+            str(write_config(cfg, tmp_path)),
+            "--from-beginning",
+            "--max",
+            "1",
+            "--timeout",
+            "30",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "line-2/cam-3" in result.stdout
     assert "FAIL" in result.stdout and "crack 0.88 major" in result.stdout
     assert v.verdict_id in result.stdout
 
 
-def test_unknown_filters_are_errors_listing_the_valid_ones(two_lines: PlantConfig, tmp_path: Path) -> None:
+def test_unknown_filters_are_errors_listing_the_valid_ones(
+    two_lines: PlantConfig, tmp_path: Path
+) -> None:
     path = write_config(two_lines, tmp_path)
     result = runner.invoke(app, ["tail", "verdicts", "--config", str(path), "--line", "line-9"])
     assert result.exit_code == 2
@@ -133,8 +160,9 @@ def test_unknown_filters_are_errors_listing_the_valid_ones(two_lines: PlantConfi
     assert result.exit_code == 2
     assert "valid cameras: cam-1, cam-2, cam-3" in result.stderr
 
-    result = runner.invoke(app, ["tail", "verdicts", "--config", str(path), "--line", "line-2",
-                                 "--camera", "cam-1"])
+    result = runner.invoke(
+        app, ["tail", "verdicts", "--config", str(path), "--line", "line-2", "--camera", "cam-1"]
+    )
     assert result.exit_code == 2
     assert "on line line-2; valid cameras: cam-3" in result.stderr
 

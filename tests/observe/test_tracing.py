@@ -66,9 +66,19 @@ def test_child_keeps_trace_and_flags_with_a_new_span() -> None:
 
 def test_carried_from_a_frame_record_to_an_output_record() -> None:
     meta = FrameMeta(
-        frame_id="cam-1:r:1", camera_id="cam-1", line_id="line-1", run_id="r", seq=1,
-        captured_at=1.0, ingested_at=1.1, width=64, height=64, storage="redis",
-        claim_key="p:frame:cam-1:r:1", size_bytes=10, traceparent=SPEC_EXAMPLE,
+        frame_id="cam-1:r:1",
+        camera_id="cam-1",
+        line_id="line-1",
+        run_id="r",
+        seq=1,
+        captured_at=1.0,
+        ingested_at=1.1,
+        width=64,
+        height=64,
+        storage="redis",
+        claim_key="p:frame:cam-1:r:1",
+        size_bytes=10,
+        traceparent=SPEC_EXAMPLE,
     )
     _, frame_headers = encode_frame(meta, None, source="test")
     assert traceparent_from_headers(frame_headers) == SPEC_EXAMPLE

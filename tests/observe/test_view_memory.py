@@ -20,8 +20,9 @@ def test_memory_is_bounded_by_the_views_not_by_the_traffic(
     def feed(start: int, n: int) -> None:
         for i in range(start, start + n):
             kind = "FAIL" if i % 50 == 0 else "PASS"
-            view.apply_event("verdicts", verdict(seq=i, kind=kind,
-                                                 cls="scratch" if kind == "FAIL" else None))
+            view.apply_event(
+                "verdicts", verdict(seq=i, kind=kind, cls="scratch" if kind == "FAIL" else None)
+            )
 
     tracemalloc.start()  # before filling: frees of untraced blocks would go unseen
     feed(0, WINDOW + 1000)  # fill every window

@@ -26,6 +26,25 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .stage }}
 {{- end -}}
 
+{{/* The stages this release runs, as a JSON list (fromJsonArray to use it). */}}
+{{- define "inspector.stages" -}}
+{{- $stages := list "ingest" "worker" "act" "dashboard" -}}
+{{- if .Values.sink.enabled -}}
+{{- $stages = append $stages "sink" -}}
+{{- end -}}
+{{- toJson $stages -}}
+{{- end -}}
+
+{{/* The metrics/health port of one stage: (dict "root" $ "stage" "worker") */}}
+{{- define "inspector.port" -}}
+{{- $o := .root.Values.config.observe -}}
+{{- if eq .stage "sink" -}}
+{{- .root.Values.config.lake.port -}}
+{{- else -}}
+{{- get $o (printf "%s_port" .stage) -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "inspector.image" -}}
 {{- $root := .root -}}
 {{- $tag := default $root.Chart.AppVersion (default $root.Values.image.tag .tag) -}}
@@ -52,6 +71,27 @@ the rest is `inspector config check`'s job. Each failure is one line.
 {{- $p := int (required (printf "config.observe.%s is required (the stage's probe port)" $k) (get $o $k)) -}}
 {{- if or (lt $p 1) (gt $p 65535) -}}
 {{- fail (printf "config.observe.%s must be a port 1-65535 on Kubernetes (its probes and /metrics), got %v" $k (get $o $k)) -}}
+{{- end -}}
+{{- end -}}
+{{- if .Values.sink.enabled -}}
+{{- $lake := required "config.lake is required with sink.enabled (the lakehouse sink's settings)" $c.lake -}}
+{{- $p := int (required "config.lake.port is required with sink.enabled (the sink's probe port)" $lake.port) -}}
+{{- if or (lt $p 1) (gt $p 65535) -}}
+{{- fail (printf "config.lake.port must be a port 1-65535 on Kubernetes (its probes and /metrics), got %v" $lake.port) -}}
+{{- end -}}
+{{- if .Values.sink.persistence.enabled -}}
+{{- if not (isAbs (toString $lake.data_dir)) -}}
+{{- fail (printf "config.lake.data_dir must be an absolute path with sink.persistence (the volume is mounted there), got %v" $lake.data_dir) -}}
+{{- end -}}
+{{- if gt (int .Values.sink.replicas) 1 -}}
+{{- fail "sink.replicas > 1 needs a shared catalog and warehouse (config.lake.catalog_uri, config.lake.warehouse) and sink.persistence.enabled=false: a ReadWriteOnce volume and a SQLite catalog take one sink" -}}
+{{- end -}}
+{{- end -}}
+{{- range $k := list "catalog_uri" "warehouse" -}}
+{{- $u := toString (get $lake $k | default "") -}}
+{{- if and (regexMatch "^[a-z0-9+]+://[^/]*:[^/@]*@" $u) (not (contains "${" $u)) -}}
+{{- fail (printf "config.lake.%s holds a password: make it a ${NAME} reference to secret.env (e.g. ${LAKE_CATALOG_URI})" $k) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- $kafka := required "config.kafka is required" $c.kafka -}}
