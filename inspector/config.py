@@ -768,7 +768,7 @@ class ObserveSettings(Strict):
     log_format: Literal["auto", "json", "human"] = Field("auto", title="Log format")
     traces: Literal["off", "otlp", "file"] = Field(
         "off",
-        title="Where ingest, worker and act send their OpenTelemetry spans",
+        title="Where ingest, worker, act and sink send their OpenTelemetry spans",
         description="off: no SDK is set up (records still carry W3C traceparents); otlp: "
         "OTLP/HTTP to otlp_endpoint (needs the opentelemetry-exporter-otlp-proto-http "
         "package); file: one JSON span per line appended to traces_file.",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from inspector.cli import ConfigOpt, fail, load_or_exit
+from inspector.cli import ConfigOpt, fail, load_or_exit, traces_or_exit
 
 
 def register(app: typer.Typer) -> None:
@@ -26,6 +26,7 @@ def register(app: typer.Typer) -> None:
 
         cfg = load_or_exit(config)
         setup_logging("sink", cfg.observe.log_format)
+        traces_or_exit(cfg, "sink")
         try:
             check_broker(cfg.kafka)
             run_sink(cfg, Shutdown().install(), metrics_port=metrics_port)

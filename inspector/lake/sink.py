@@ -47,6 +47,7 @@ from inspector.config import LakeSettings
 from inspector.events import EventError, decode
 from inspector.lake.catalog import CatalogUnavailable, LakeTableWriter
 from inspector.metrics import DEAD_LETTERS, LAKE_COMMITS, LAKE_ROWS
+from inspector.observe import tracing
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +63,13 @@ class Pending:
     nbytes: int = 0
     since: float | None = None
     ends: dict[int, int] = field(default_factory=dict)  # partition -> next offset covered
+    # (partition, offset) -> (the record's traceparent, when it was buffered, ns); only
+    # while spans are recorded
+    traces: dict[tuple[int, int], tuple[str, int]] = field(default_factory=dict)
 
     def clear(self) -> None:
         self.rows, self.nbytes, self.since, self.ends = [], 0, None, {}
+        self.traces = {}
 
 
 @dataclass
@@ -109,6 +114,7 @@ class Sink:
         self._retry_at = 0.0
         self._backoff = 0.5
         self.stats = SinkStats()
+        self.traced = False  # spans recorded (an SDK is set up): asked once per step
 
     # ------------------------------------------------------------------ rebalance
 
@@ -214,6 +220,10 @@ class Sink:
             return
         row.update(kafka_partition=p, kafka_offset=off, raw=raw)
         pend.rows.append(row)
+        if self.traced:
+            tp = tracing.traceparent_from_headers(msg.headers())
+            if tp is not None:
+                pend.traces[(p, off)] = (tp, time.time_ns())
         pend.nbytes += len(raw) + ROW_OVERHEAD
 
     def _dead_letter(self, msg: KafkaMessage, reason: str, detail: str) -> None:
@@ -243,6 +253,8 @@ class Sink:
             base = {p: self.base.get((topic, p)) for p in pend.ends}
             res = writer.commit(pend.rows, base, dict(pend.ends))
             if res.committed:
+                if pend.traces:
+                    self._spans(topic, pend, res.rows)
                 for p, end in pend.ends.items():
                     self.base[(topic, p)] = end
                 self._commit_group(topic, pend.ends)
@@ -267,6 +279,31 @@ class Sink:
             f"{writer.ident}: {self.settings.commit_attempts} commits in a row lost to "
             "concurrent committers"
         )
+
+    def _spans(self, topic: str, pend: Pending, committed: int) -> None:
+        """One ``lake.commit`` span per committed record, continuing the record's trace:
+        from the moment the sink buffered it to the Iceberg commit that made it durable.
+        Rows dropped to another committer are not in ``pend.rows`` and get none."""
+        table = self.writers[topic].spec.name
+        for row in pend.rows:
+            p, off = row["kafka_partition"], row["kafka_offset"]
+            entry = pend.traces.get((p, off))
+            if entry is None:
+                continue
+            tp, buffered = entry
+            span = tracing.start(
+                "lake.commit",
+                tp,
+                {
+                    "inspector.table": table,
+                    "inspector.commit_rows": committed,
+                    "messaging.destination.name": topic,
+                    "messaging.destination.partition.id": str(p),
+                    "messaging.kafka.offset": off,
+                },
+                start_time=buffered,
+            )
+            span.end()
 
     def _rebase(self, topic: str, lost: dict[int, int]) -> None:
         """Another committer advanced these partitions: keep only what lies beyond."""
@@ -351,6 +388,7 @@ class Sink:
             if now >= self._retry_at:
                 self._try_recover()
             return
+        self.traced = tracing.enabled()
         try:
             if self.unsynced:
                 self._sync(resume=True)

@@ -12,7 +12,8 @@ Every stage also records OpenTelemetry spans, once the process has an SDK
 the frame's traceparent), ``detect.decode`` / ``detect.infer`` / ``detect.judge`` per
 frame continued from it (the verdict carries ``detect.judge``'s context), and
 ``act.<workflow kind>`` per workflow decision continued from the verdict (its line
-commands and action events carry that span's context). Without an SDK no span object
+commands and action events carry that span's context), and ``lake.commit`` per record
+the sink committed, continued from that record. Without an SDK no span object
 is made at all (``start()`` returns the API's shared no-op span) and the records carry
 plain W3C child traceparents, exactly as before.
 """

@@ -214,7 +214,7 @@ def test_traces_config_is_checked() -> None:
 
 
 def test_each_stage_command_sets_its_exporter_up_first(tmp_path: Path) -> None:
-    """`inspector ingest|worker|act` read observe.traces before touching a server: an
+    """`inspector ingest|worker|act|sink` read observe.traces before touching a server: an
     OTLP exporter that is not installed stops them at once with exit 2."""
     import yaml
     from typer.testing import CliRunner
@@ -240,7 +240,7 @@ def test_each_stage_command_sets_its_exporter_up_first(tmp_path: Path) -> None:
             }
         )
     )
-    for stage in ("ingest", "worker", "act"):
+    for stage in ("ingest", "worker", "act", "sink"):
         result = CliRunner().invoke(app, [stage, "--config", str(path)])
         assert result.exit_code == 2, (stage, result.output)
         assert "opentelemetry-exporter-otlp-proto-http" in result.output, stage
