@@ -18,6 +18,7 @@ from inspector.events import (
     decode,
     encode,
 )
+from inspector.localstack import broker_choice
 from tests.helpers import create_topics, produce, read, wait_for
 
 pytestmark = pytest.mark.integration
@@ -304,6 +305,7 @@ def test_group_settings_for_each_protocol_and_static_membership() -> None:
     assert KafkaSettings().session_timeout_ms == 6000
 
 
+@pytest.mark.skipif(broker_choice() == "tansu", reason="KIP-848 groups need Apache Kafka 4")
 def test_kip848_group_session_is_set_on_the_broker_and_static_ids_are_stable(
     make_config,
     monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
