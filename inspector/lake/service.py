@@ -9,8 +9,8 @@ from inspector.bus.kafka import (
     DeliveryTracker,
     Shutdown,
     ensure_topics,
-    make_consumer,
     make_producer,
+    stage_consumer,
 )
 from inspector.config import PlantConfig
 from inspector.lake.catalog import CatalogUnavailable, LakeTableWriter, open_catalog
@@ -51,7 +51,7 @@ class SinkService:
         self.heartbeat = Heartbeat()
         self.producer = make_producer(cfg.kafka, client_suffix="lake-dlq")
         self.tracker = DeliveryTracker()
-        self.consumer = make_consumer(cfg.kafka, cfg.lake.group_id, client_suffix="lake")
+        self.consumer = stage_consumer(cfg.kafka, cfg.lake.group_id, "lake")
         self.sink = Sink(
             cfg.lake,
             consumer=self.consumer,
