@@ -78,3 +78,6 @@ LAKE_COMMITS = Counter(
     "Lake commit attempts by outcome (committed, conflict, partition_taken)",
     ["table", "outcome"],
 )
+LAKE_PARTITIONS = Gauge(
+    "inspector_lake_partitions", "Partitions this sink is assigned, by table", ["table"]
+)

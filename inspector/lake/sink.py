@@ -46,7 +46,7 @@ from inspector.bus.kafka import (
 from inspector.config import LakeSettings
 from inspector.events import EventError, decode
 from inspector.lake.catalog import CatalogUnavailable, LakeTableWriter
-from inspector.metrics import DEAD_LETTERS, LAKE_COMMITS, LAKE_ROWS
+from inspector.metrics import DEAD_LETTERS, LAKE_COMMITS, LAKE_PARTITIONS, LAKE_ROWS
 from inspector.observe import tracing
 
 log = logging.getLogger(__name__)
@@ -144,6 +144,7 @@ class Sink:
         consumer.incremental_assign(assign)
         if unsynced:
             consumer.pause(unsynced)
+        self._count_partitions()
         log.info(
             "partitions assigned",
             extra={"partitions": len(parts), "positioned_from_table": len(parts) - len(unsynced)},
@@ -154,7 +155,15 @@ class Sink:
         # again from the table's offsets.
         for tp in parts:
             self._forget((tp.topic, tp.partition))
+        self._count_partitions()
         log.info("partitions revoked", extra={"partitions": len(parts)})
+
+    def _count_partitions(self) -> None:
+        for topic, w in self.writers.items():
+            n = sum(1 for t, _ in self.pos if t == topic) + sum(
+                1 for t, _ in self.unsynced if t == topic
+            )
+            LAKE_PARTITIONS.labels(w.spec.name).set(n)
 
     def _position(self, key: TP, table_offset: int | None) -> None:
         self.base[key] = table_offset

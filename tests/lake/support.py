@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
@@ -34,10 +35,17 @@ CAMS = {"cam-1": "line-1", "cam-2": "line-1", "cam-3": "line-2"}
 DAY0 = 1_790_000_000.0  # 2026-09-21 14:13 UTC; the stream spans two days
 
 
-def lake_config(make_config: MakeConfig, tmp_path: Path, **lake: Any) -> PlantConfig:
+def lake_config(
+    make_config: MakeConfig, tmp_path: Path, protocol: str | None = None, **lake: Any
+) -> PlantConfig:
+    """INSPECTOR_TEST_LAKE_PROTOCOL=consumer runs every lake test on KIP-848 groups."""
     return make_config(
         lines=LINES,
-        kafka={"session_timeout_ms": 2000, "heartbeat_interval_ms": 500},
+        kafka={
+            "session_timeout_ms": 2000,
+            "heartbeat_interval_ms": 500,
+            "group_protocol": protocol or os.environ.get("INSPECTOR_TEST_LAKE_PROTOCOL", "classic"),
+        },
         lake={"data_dir": str(tmp_path / "lake"), "roll_s": 0.3, "port": 0, **lake},
     )
 
