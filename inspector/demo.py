@@ -111,6 +111,7 @@ def write_effective_config(cfg: PlantConfig, out_dir: Path) -> list[str]:
         f"inspector status {c}",
         f"inspector tail verdicts {c}",
         f"inspector evidence <verdict-id> -o evidence.jpg {c}",
+        f"inspector kpi {c}",
     ]
 
 
@@ -367,7 +368,7 @@ def run_demo(
 
         mes_secret = "whsec_" + __import__("base64").b64encode(secrets.token_bytes(24)).decode()
         token = secrets.token_urlsafe(12)
-        ports = {k: free_port() for k in ("ingest", "worker", "act", "dashboard")}
+        ports = {k: free_port() for k in ("ingest", "worker", "act", "dashboard", "sink")}
         worker_ports = [ports["worker"]] + [free_port() for _ in range(workers - 1)]
         mes = MesStub(secrets=[mes_secret]).start()
         env = {
@@ -383,6 +384,8 @@ def run_demo(
             "INSPECTOR_DEMO_WORKER_PORT": str(ports["worker"]),
             "INSPECTOR_DEMO_ACT_PORT": str(ports["act"]),
             "INSPECTOR_DEMO_DASHBOARD_PORT": str(ports["dashboard"]),
+            "INSPECTOR_DEMO_LAKE_PORT": str(ports["sink"]),
+            "INSPECTOR_DEMO_LAKE_DIR": str((out_dir / "lake").resolve()),
             "INSPECTOR_DEMO_DASHBOARD_URL": f"http://127.0.0.1:{ports['dashboard']}",
             "YOLO_OFFLINE": "1",
         }
@@ -427,6 +430,9 @@ def run_demo(
             )
         children.append(Child("act", [*exe, "act", *cfg_arg], env, logs / "act.log", ports["act"]))
         children.append(
+            Child("sink", [*exe, "sink", *cfg_arg], env, logs / "sink.log", ports["sink"])
+        )
+        children.append(
             Child(
                 "dashboard",
                 [*exe, "dashboard", *cfg_arg],
@@ -437,7 +443,7 @@ def run_demo(
         )
         for c in children:
             c.start()
-        echo("starting ingest, worker, act and dashboard ...")
+        echo("starting ingest, worker, act, sink and dashboard ...")
         for c in children:
             wait_ready(c, 90)
         from inspector.ingest.triggers import replay_fleet_triggers
@@ -467,12 +473,14 @@ def run_demo(
         ingest_metrics = scrape(ports["ingest"])
         children[0].stop()
         _drain(collector, timeout_s=15)
+        lake_caught_up = wait_lake(cfg, timeout_s=30)
         worker_metrics = [scrape(p) for p in worker_ports]
         exit_codes = {c.name: c.stop() for c in children[1:]}
         exit_codes["ingest"] = children[0].proc.returncode if children[0].proc else None
         elapsed = time.time() - t_start
         card = scorecard(cfg, fleet, collector, mes, ingest_metrics, worker_metrics, elapsed)
         card["exit_codes"] = exit_codes
+        card["lake"] = lake_summary(cfg, caught_up=lake_caught_up)
         card["rss_mb"] = rss
         card["logs"] = str(logs)
         path = out_dir / f"scorecard-{stamp}.json"
@@ -555,6 +563,58 @@ def _live(
                     f"[{time.time() - t_start:5.0f}s] verdicts {counts} "
                     f"actions {ex['actions']} tickets {ex['tickets']}"
                 )
+
+
+def _lake_lag(cfg: PlantConfig) -> int:
+    """Verdicts on the topic the lake's verdicts table does not cover yet."""
+    from confluent_kafka import TopicPartition
+
+    from inspector.bus.kafka import make_consumer
+    from inspector.lake.service import lake_writers
+
+    writer = next(w for w in lake_writers(cfg).values() if w.spec.name == "verdicts")
+    covered = writer.offsets()
+    consumer = make_consumer(cfg.kafka, "demo-lake-probe", client_suffix="lake-probe")
+    try:
+        high = {
+            p: consumer.get_watermark_offsets(TopicPartition(writer.topic, p), 5)[1]
+            for p in range(cfg.topics.partitions)
+        }
+    finally:
+        consumer.close()
+    return sum(max(0, h - covered.get(p, 0)) for p, h in high.items())
+
+
+def wait_lake(cfg: PlantConfig, timeout_s: float) -> bool:
+    """Wait until the sink has committed every verdict on the topic (it commits every
+    lake.roll_s); False if it did not within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if _lake_lag(cfg) == 0:
+                return True
+        except Exception:  # the catalog being written meanwhile: ask again
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def lake_summary(cfg: PlantConfig, *, caught_up: bool) -> dict[str, Any]:
+    """Two KPIs per line read back from the lake (README: Lakehouse)."""
+    from inspector.lake.kpi import Window, compute, scan_verdicts
+
+    try:
+        arrow = scan_verdicts(cfg, Window())
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"[:300]}
+    out = compute(arrow, ["line"], ("yield", "latency"))
+    return {
+        "rows": arrow.num_rows,
+        "caught_up": caught_up,
+        "data_dir": cfg.lake.data_dir,
+        "yield": out["yield"],
+        "latency": out["latency"],
+    }
 
 
 def _drain(collector: Collector, timeout_s: float) -> None:
@@ -707,4 +767,21 @@ def print_scorecard(card: dict[str, Any], echo: Any = print) -> None:
         f"MES tickets         received {m.get('received', 0)}, verified {m.get('verified', 0)}, "
         f"distinct {m.get('tickets', 0)}, rejected {m.get('rejected', 0)}"
     )
+    lake = card.get("lake")
+    if lake and "error" in lake:
+        echo(f"lake                not read back: {lake['error']}")
+    elif lake:
+        behind = "" if lake["caught_up"] else " (sink still behind at the end)"
+        echo(
+            f"lake yield          {lake['rows']} rows{behind}: "
+            + ", ".join(
+                f"{r['line']} {r['yield_pct']} % ({r['defect_ppm']:.0f} ppm)" for r in lake["yield"]
+            )
+        )
+        echo(
+            "lake capture→verdict "
+            + ", ".join(
+                f"{r['line']} p50 {r['p50_ms']} ms p95 {r['p95_ms']} ms" for r in lake["latency"]
+            )
+        )
     echo(f"scorecard JSON      {card.get('path')}")

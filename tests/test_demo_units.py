@@ -132,6 +132,7 @@ def test_effective_config_for_observing_the_demo(
         f"inspector status --config {plant}",
         f"inspector tail verdicts --config {plant}",
         f"inspector evidence <verdict-id> -o evidence.jpg --config {plant}",
+        f"inspector kpi --config {plant}",
     ]
     for k, v in env.items():  # what `. demo.env` does
         monkeypatch.setenv(k, v)
