@@ -877,6 +877,17 @@ class LakeSettings(Strict):
         5.0, title="Backoff cap while the catalog is unreachable", gt=0, le=600
     )
     port: int = Field(9104, title="sink metrics/health port (0 = off)", ge=0, le=65535)
+    snapshot_max_age_s: float = Field(
+        5 * 86400,
+        title="Expire snapshots older than this",
+        description="The sink expires older snapshots every expire_every_s (never the "
+        "current one, which holds the Kafka offsets); time travel reaches this far back.",
+        ge=1,
+        le=3650 * 86400,
+    )
+    expire_every_s: float = Field(
+        3600, title="How often the sink expires old snapshots", ge=1, le=7 * 86400
+    )
 
     @field_validator("tables")
     @classmethod

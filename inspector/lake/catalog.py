@@ -14,6 +14,7 @@ drops what another committer already wrote, and tries again.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,11 @@ from inspector.lake.tables import OFFSETS_PROPERTY, OWNER_PROPERTY, TableSpec
 log = logging.getLogger(__name__)
 
 NO_RETRY = {"commit.retry.num-retries": "0"}
+# Every commit writes a new metadata file; keep the last 100, delete older ones.
+METADATA_FILES = {
+    "write.metadata.delete-after-commit.enabled": "true",
+    "write.metadata.previous-versions-max": "100",
+}
 
 
 class LakeError(Exception):
@@ -67,6 +73,13 @@ def offsets_of(table: Table, topic: str) -> Offsets:
             return {int(p): int(o) for p, o in data.get(topic, {}).items()}
         parent = snap.parent_snapshot_id
         snap = table.metadata.snapshot_by_id(parent) if parent is not None else None
+    if table.current_snapshot() is not None:
+        # Snapshots, but none left that holds offsets (another engine's commits on top,
+        # ours expired): starting over from nothing would duplicate the whole table.
+        raise LakeError(
+            f"table {'.'.join(table.name())} has snapshots but none that holds Kafka "
+            f"offsets ({OFFSETS_PROPERTY}); refusing to guess where to resume"
+        )
     return {}
 
 
@@ -102,7 +115,7 @@ def open_table(catalog: Catalog, namespace: str, spec: TableSpec) -> Table:
                 ident,
                 schema=spec.schema,
                 partition_spec=spec.partition_spec(),
-                properties={OWNER_PROPERTY: spec.name, **NO_RETRY},
+                properties={OWNER_PROPERTY: spec.name, **NO_RETRY, **METADATA_FILES},
             )
     except LakeError:
         raise
@@ -181,3 +194,30 @@ class LakeTableWriter:
                 f"committing to {self.ident}: {type(exc).__name__}: {exc}"
             ) from exc
         return CommitResult(True, rows=len(rows))
+
+    def expire(self, older_than_s: float) -> int:
+        """Expire snapshots older than ``older_than_s`` seconds (never the current one,
+        whose summary holds the offsets). Returns how many; 0 when another committer
+        got in between (the next round retries)."""
+        from datetime import UTC, datetime
+
+        table = self.table()
+        cutoff = datetime.fromtimestamp(time.time() - older_than_s, UTC)
+        current = table.current_snapshot()
+        old = [
+            s.snapshot_id
+            for s in table.metadata.snapshots
+            if s.timestamp_ms < cutoff.timestamp() * 1000
+            and (current is None or s.snapshot_id != current.snapshot_id)
+        ]
+        if not old:
+            return 0
+        try:
+            table.maintenance.expire_snapshots().by_ids(old).commit()
+        except CommitFailedException:
+            return 0
+        except Exception as exc:
+            raise CatalogUnavailable(
+                f"expiring snapshots of {self.ident}: {type(exc).__name__}: {exc}"
+            ) from exc
+        return len(old)

@@ -81,6 +81,7 @@ class SinkStats:
     conflicts: int = 0
     lost_rows: int = 0
     outages: int = 0
+    expired_snapshots: int = 0
 
 
 class Sink:
@@ -114,6 +115,7 @@ class Sink:
         self._retry_at = 0.0
         self._backoff = 0.5
         self.stats = SinkStats()
+        self._expired_at = clock()
         self.traced = False  # spans recorded (an SDK is set up): asked once per step
 
     # ------------------------------------------------------------------ rebalance
@@ -338,6 +340,14 @@ class Sink:
                 self.pos[key] = table_off
                 self._seek(key, table_off)
 
+    def expire(self) -> None:
+        """Expire old snapshots of every table (raises CatalogUnavailable)."""
+        for w in self.writers.values():
+            n = w.expire(self.settings.snapshot_max_age_s)
+            if n:
+                self.stats.expired_snapshots += n
+                log.info("snapshots expired", extra={"table": w.ident, "snapshots": n})
+
     def _commit_group(self, topic: str, ends: dict[int, int]) -> None:
         """The group's offsets follow the table's, for lag tools only; never read back."""
         with contextlib.suppress(KafkaException):
@@ -415,6 +425,9 @@ class Sink:
             for topic, pend in self.pending.items():
                 if self._due(pend, now):
                     self.flush(topic)
+            if now - self._expired_at >= self.settings.expire_every_s:
+                self._expired_at = now
+                self.expire()
         except CatalogUnavailable as exc:
             self._go_down(str(exc))
 

@@ -26,6 +26,7 @@ from tests.lake.support import (
     send,
     stream,
     table_offsets,
+    verdict_table,
 )
 
 pytestmark = pytest.mark.integration
@@ -389,4 +390,25 @@ def test_a_locked_catalog_pauses_the_sink_until_it_is_released(
         wait_for(lambda: ready()[0] == 200, 40, "/readyz to recover by itself")
         wait_for(lambda: _covered(cfg) == 200, 60, "the rest after the lock")
         assert sink.service.sink.stats.outages >= 1
+    _exactly_once(cfg, verdicts)
+
+
+def test_old_snapshots_are_expired_and_the_offsets_survive_it(
+    make_config: MakeConfig, tmp_path: Path
+) -> None:
+    cfg = lake_config(make_config, tmp_path, snapshot_max_age_s=1, expire_every_s=1)
+    verdicts = stream(300, seed=8)
+    with RunningSink(cfg) as sink:
+        for i in range(5):  # five commits at least, a second or more apart
+            send(cfg, verdicts[i * 50 : (i + 1) * 50])
+            wait_for(lambda i=i: _covered(cfg) == (i + 1) * 50, 60, f"batch {i}")
+        stats = sink.service.sink.stats
+        wait_for(lambda: stats.expired_snapshots >= 3, 30, "old snapshots expired")
+        commits = stats.commits
+    table = verdict_table(cfg)
+    assert len(table.metadata.snapshots) < commits, (len(table.metadata.snapshots), commits)
+    # the current snapshot still says where to resume: a restarted sink reads nothing twice
+    with RunningSink(cfg):
+        send(cfg, verdicts[250:])
+        wait_for(lambda: _covered(cfg) == 300, 60, "the last 50 after a restart")
     _exactly_once(cfg, verdicts)

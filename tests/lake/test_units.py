@@ -85,3 +85,25 @@ def test_a_lost_race_keeps_only_what_lies_beyond_the_tables_offsets() -> None:
     assert consumer.seeks == [("t", 1, 30)]  # partition 0 reads on from 20
     assert sink.stats.lost_rows == 8
     assert isinstance(pend, Pending)
+
+
+def test_offsets_lost_to_an_expiry_are_a_refusal_not_a_restart_from_zero(tmp_path: Path) -> None:
+    """A foreign maintenance snapshot (no offsets) on top, its parent expired: resuming
+    from nothing would duplicate the whole table, so the sink refuses."""
+    import pyarrow as pa
+
+    from inspector.lake.catalog import LakeError, offsets_of, open_catalog, open_table
+    from inspector.lake.tables import OFFSETS_PROPERTY, SPECS
+
+    settings = LakeSettings(data_dir=str(tmp_path / "lake"))
+    table = open_table(open_catalog(settings), "inspector", SPECS["verdicts"])
+    empty = pa.Table.from_pylist([], schema=table.schema().as_arrow())
+    table.append(empty, snapshot_properties={OFFSETS_PROPERTY: '{"t.verdicts": {"0": 7}}'})
+    assert offsets_of(table, "t.verdicts") == {0: 7}
+    first = table.current_snapshot()
+    assert first is not None
+    table.append(empty)  # e.g. another engine's maintenance: no offsets in its summary
+    assert offsets_of(table, "t.verdicts") == {0: 7}  # found on the parent
+    table.maintenance.expire_snapshots().by_id(first.snapshot_id).commit()
+    with pytest.raises(LakeError, match="refusing to guess"):
+        offsets_of(table, "t.verdicts")
