@@ -24,6 +24,7 @@ import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
+from pyiceberg.exceptions import ValidationError as MetadataInvalid
 from pyiceberg.table import Table
 
 from inspector.config import LakeSettings
@@ -104,6 +105,14 @@ def _check_ours(table: Table, spec: TableSpec, ident: str) -> None:
             )
 
 
+def _corrupt(ident: str, exc: BaseException) -> LakeError:
+    detail = (str(exc).splitlines() or [""])[0][:300]
+    return LakeError(
+        f"table {ident}: its metadata cannot be read ({type(exc).__name__}: {detail}); "
+        "refusing to write to it — restore it or choose another lake.namespace"
+    )
+
+
 def open_table(catalog: Catalog, namespace: str, spec: TableSpec) -> Table:
     ident = f"{namespace}.{spec.name}"
     try:
@@ -119,6 +128,8 @@ def open_table(catalog: Catalog, namespace: str, spec: TableSpec) -> Table:
             )
     except LakeError:
         raise
+    except (ValueError, MetadataInvalid) as exc:  # metadata that does not parse: corrupt
+        raise _corrupt(ident, exc) from exc
     except Exception as exc:
         raise CatalogUnavailable(f"opening {ident}: {type(exc).__name__}: {exc}") from exc
     _check_ours(table, spec, ident)
@@ -154,6 +165,8 @@ class LakeTableWriter:
         else:
             try:
                 self._table.refresh()
+            except (ValueError, MetadataInvalid) as exc:
+                raise _corrupt(self.ident, exc) from exc
             except Exception as exc:
                 raise CatalogUnavailable(
                     f"reading {self.ident}: {type(exc).__name__}: {exc}"

@@ -412,3 +412,23 @@ def test_old_snapshots_are_expired_and_the_offsets_survive_it(
         send(cfg, verdicts[250:])
         wait_for(lambda: _covered(cfg) == 300, 60, "the last 50 after a restart")
     _exactly_once(cfg, verdicts)
+
+
+def test_a_corrupt_table_is_refused_never_overwritten(
+    make_config: MakeConfig, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    cfg = lake_config(make_config, tmp_path)
+    with RunningSink(cfg):
+        send(cfg, stream(20, seed=2))
+        wait_for(lambda: _covered(cfg) == 20, 60, "a first commit")
+    location = _metadata_location(cfg)
+    path = Path(location.removeprefix("file://"))
+    path.write_text('{"format-version": 2, "table-uuid": "not a table"}')
+    with pytest.raises(LakeError, match="metadata cannot be read"):
+        SinkService(cfg, Shutdown())
+    assert _metadata_location(cfg) == location  # the catalog still points at it
+    assert path.read_text() == '{"format-version": 2, "table-uuid": "not a table"}'
+    with sqlite3.connect(Path(cfg.lake.data_dir) / "catalog.db") as con:
+        assert con.execute("SELECT count(*) FROM iceberg_tables").fetchone()[0] == 4
