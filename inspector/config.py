@@ -823,6 +823,22 @@ def _all_lake_tables() -> list[LakeTable]:
     return ["verdicts", "actions", "camera_status", "defects"]
 
 
+class Shift(Strict):
+    name: Identifier = Field(..., title="Shift name", description="e.g. early, late, night")
+    start: str = Field(
+        ...,
+        title="Start time of day (UTC, HH:MM)",
+        description="A shift runs until the next shift's start; the last one wraps past "
+        "midnight into the next day's first.",
+        pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+    )
+
+    @property
+    def minute(self) -> int:
+        h, m = self.start.split(":")
+        return int(h) * 60 + int(m)
+
+
 class LakeSettings(Strict):
     """``inspector sink`` and ``inspector kpi``: Apache Iceberg tables of the plant's events."""
 
@@ -888,6 +904,23 @@ class LakeSettings(Strict):
     expire_every_s: float = Field(
         3600, title="How often the sink expires old snapshots", ge=1, le=7 * 86400
     )
+
+    shifts: list[Shift] = Field(
+        default_factory=list,
+        title="Shift calendar (for inspector kpi --by shift)",
+        max_length=24,
+    )
+
+    @field_validator("shifts")
+    @classmethod
+    def _shift_calendar(cls, v: list[Shift]) -> list[Shift]:
+        names = [s.name for s in v]
+        starts = [s.minute for s in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate shift names: {names}")
+        if starts != sorted(set(starts)):
+            raise ValueError("shift starts must be distinct and in order of the day")
+        return v
 
     @field_validator("tables")
     @classmethod

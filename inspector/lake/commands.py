@@ -41,7 +41,9 @@ def register(app: typer.Typer) -> None:
         ),
         until: str | None = typer.Option(None, "--until", help="Until (exclusive), same forms."),
         line: list[str] = typer.Option([], "--line", "-l", help="Only these lines (repeat)."),
-        by: str = typer.Option("line,day", "--by", help="Group by: line, day, camera, model."),
+        by: str = typer.Option(
+            "line,day", "--by", help="Group by: line, day, shift, camera, model."
+        ),
         report: list[str] = typer.Option(
             [], "--report", "-r", help="yield, pareto, faults, latency (repeat; default all)."
         ),
@@ -84,7 +86,10 @@ def register(app: typer.Typer) -> None:
             raise fail(str(exc), 1) from None
         except Exception as exc:  # the catalog or warehouse could not be read
             raise fail(f"reading the lake: {type(exc).__name__}: {exc}", 1) from None
-        out = compute(arrow, dims, tuple(report) or REPORTS)
+        try:
+            out = compute(arrow, dims, tuple(report) or REPORTS, cfg.lake.shifts)
+        except ValueError as exc:
+            raise fail(str(exc)) from None
         if fmt == "json":
             meta = {
                 "since": window.since.isoformat() if window.since else None,

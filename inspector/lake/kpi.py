@@ -24,7 +24,7 @@ import duckdb
 import pyarrow as pa
 from pyiceberg.exceptions import NoSuchTableError
 
-from inspector.config import PlantConfig
+from inspector.config import PlantConfig, Shift
 from inspector.lake.catalog import LakeError, open_catalog
 from inspector.lake.tables import OWNER_PROPERTY
 
@@ -57,10 +57,26 @@ def parse_time(text: str, now: datetime | None = None) -> datetime:
 
 def parse_by(text: str) -> list[str]:
     dims = [d.strip() for d in text.split(",") if d.strip()]
-    bad = [d for d in dims if d not in DIMENSIONS]
+    known = [*DIMENSIONS, "shift"]
+    bad = [d for d in dims if d not in known]
     if bad or not dims:
-        raise ValueError(f"--by takes a comma list of {', '.join(DIMENSIONS)}; got {text!r}")
+        raise ValueError(f"--by takes a comma list of {', '.join(known)}; got {text!r}")
     return dims
+
+
+def shift_sql(shifts: list[Shift]) -> str:
+    """The shift a capture falls in, named with the day the shift started:
+    ``2026-09-21 night`` for 02:00 on the 22nd when night starts at 22:00."""
+    if not shifts:
+        raise ValueError("--by shift needs lake.shifts in the plant config")
+    m = "(hour(captured_at) * 60 + minute(captured_at))"
+    first = shifts[0].minute
+    day = (
+        f"strftime(CAST(captured_at AS DATE) - CASE WHEN {m} < {first} THEN 1 ELSE 0 END, "
+        "'%Y-%m-%d')"
+    )
+    cases = " ".join(f"WHEN {m} >= {s.minute} THEN '{s.name}'" for s in reversed(shifts))
+    return f"{day} || ' ' || CASE {cases} ELSE '{shifts[-1].name}' END"
 
 
 @dataclass(frozen=True)
@@ -111,11 +127,19 @@ def _query(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
     return out
 
 
-def compute(arrow: pa.Table, by: list[str], reports: tuple[str, ...] = REPORTS) -> dict[str, Any]:
+def compute(
+    arrow: pa.Table,
+    by: list[str],
+    reports: tuple[str, ...] = REPORTS,
+    shifts: list[Shift] | None = None,
+) -> dict[str, Any]:
     """Every report over ``arrow`` (a verdicts scan); rows ordered by their keys."""
+    dims = dict(DIMENSIONS)
+    if "shift" in by:
+        dims["shift"] = shift_sql(shifts or [])
     con = duckdb.connect()
     con.register("v", arrow)
-    keys = ", ".join(f"{DIMENSIONS[d]} AS {d}" for d in by)
+    keys = ", ".join(f"{dims[d]} AS {d}" for d in by)
     group = ", ".join(str(i + 1) for i in range(len(by)))
     out: dict[str, Any] = {}
     if "yield" in reports:

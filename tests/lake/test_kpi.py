@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from inspector.cli import app
+from inspector.config import Shift
 from inspector.events import VerdictEvent
 from inspector.lake.kpi import Window, compute, parse_time, scan_verdicts
 from tests.act.support import write_config
@@ -141,6 +142,30 @@ def test_kpis_equal_a_hand_computation_over_the_produced_verdicts(
     part = compute(scan_verdicts(cfg, window), ["line", "day"], ("yield",))
     same(part["yield"], hand_yield(sliced), {"yield_pct": 0.0005, "defect_ppm": 0.5})
 
+    # by shift: early 06-14, late 14-22, night 22-06 named by the day it started
+    shifts = [
+        Shift(name="early", start="06:00"),
+        Shift(name="late", start="14:00"),
+        Shift(name="night", start="22:00"),
+    ]
+
+    def shift_of(v: VerdictEvent) -> str:
+        t = datetime.fromtimestamp(v.timings.captured_at, UTC)
+        m = t.hour * 60 + t.minute
+        if m < 6 * 60:
+            return f"{(t - timedelta(days=1)).date().isoformat()} night"
+        name = "early" if m < 14 * 60 else "late" if m < 22 * 60 else "night"
+        return f"{t.date().isoformat()} {name}"
+
+    by_shift = compute(scan_verdicts(cfg, Window()), ["shift"], ("yield",), shifts)["yield"]
+    want: dict[str, Counter[str]] = defaultdict(Counter)
+    for v in verdicts:
+        want[shift_of(v)][v.verdict] += 1
+    assert [(r["shift"], r["pass"], r["fail"], r["fault"]) for r in by_shift] == [
+        (k, c["PASS"], c["FAIL"], c["FAULT"]) for k, c in sorted(want.items())
+    ]
+    assert any(r["shift"].endswith("night") for r in by_shift)
+
     # the command: JSON and CSV, --by model
     path = write_config(cfg, tmp_path / "plant.yaml")
     runner = CliRunner()
@@ -174,6 +199,8 @@ def test_kpis_equal_a_hand_computation_over_the_produced_verdicts(
     assert len(lines) == 2 + len(faults)
     res = runner.invoke(app, ["kpi", "--config", str(path), "--by", "weekday"])
     assert res.exit_code == 2 and "--by takes" in res.output
+    res = runner.invoke(app, ["kpi", "--config", str(path), "--by", "shift"])
+    assert res.exit_code == 2 and "needs lake.shifts" in res.output
 
 
 def test_the_readme_duckdb_example_runs_on_a_sink_written_lake(

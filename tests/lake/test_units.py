@@ -27,6 +27,15 @@ def test_lake_config_defaults_and_bounds(tmp_path: Path) -> None:
         ({"tables": ["frames"]}, "lake.tables"),
         ({"namespace": "Bad Name"}, "lake.namespace"),
         ({"catalog": "x"}, "lake.catalog"),
+        ({"shifts": [{"name": "a", "start": "25:00"}]}, "lake.shifts[0].start"),
+        (
+            {"shifts": [{"name": "a", "start": "14:00"}, {"name": "b", "start": "06:00"}]},
+            "lake.shifts",
+        ),
+        (
+            {"shifts": [{"name": "a", "start": "06:00"}, {"name": "a", "start": "14:00"}]},
+            "lake.shifts",
+        ),
     ]:
         with pytest.raises(ConfigError) as exc:
             parse_config({**base, "lake": bad}, "t", env={})
@@ -43,7 +52,7 @@ def test_kpi_times_and_groupings() -> None:
         parse_time("last tuesday")
     assert parse_by("line, day") == ["line", "day"]
     with pytest.raises(ValueError, match="--by takes"):
-        parse_by("line,shift")
+        parse_by("line,weekday")
 
 
 class FakeConsumer:
