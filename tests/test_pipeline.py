@@ -21,7 +21,7 @@ from inspector.bus.kafka import Shutdown
 from inspector.config import PlantConfig
 from inspector.events import FrameMeta, LineCommand, VerdictEvent, decode, decode_frame
 from inspector.localstack import free_port
-from inspector.observe.tracing import trace_id, traceparent_from_headers
+from inspector.telemetry.tracing import trace_id, traceparent_from_headers
 from tests.detect.conftest import demo_plant
 from tests.helpers import create_topics, read, wait_for
 

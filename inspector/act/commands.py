@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from inspector.cli import ConfigOpt, fail, load_or_exit, traces_or_exit
+from inspector.commandline import ConfigOpt, fail, load_or_exit, traces_or_exit
 
 
 def register(app: typer.Typer) -> None:
@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         """Run the corrective workflows (divert, stop_line, mes_ticket, notify) on verdicts."""
         from inspector.act.service import run_act
         from inspector.bus.kafka import ServiceUnavailable, Shutdown, check_broker
-        from inspector.logs import setup_logging
+        from inspector.telemetry.logs import setup_logging
 
         cfg = load_or_exit(config)
         setup_logging("act", cfg.observe.log_format)
@@ -73,7 +73,7 @@ def register(app: typer.Typer) -> None:
         from inspector.act.mes_stub import MesStub
         from inspector.act.signing import secret_key
         from inspector.bus.kafka import Shutdown
-        from inspector.logs import setup_logging
+        from inspector.telemetry.logs import setup_logging
 
         secret = os.environ.get(secret_env, "").replace(",", " ").split()
         if not secret:

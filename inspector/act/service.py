@@ -29,8 +29,8 @@ from inspector.events import (
     deterministic_id,
     encode,
 )
-from inspector.metrics import ACTIONS
-from inspector.observe.health import HealthServer, Heartbeat, serve_health
+from inspector.telemetry.health import HealthServer, Heartbeat, serve_health
+from inspector.telemetry.metrics import ACTIONS
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from inspector.bus.kafka import Shutdown
 from inspector.bus.store import StoreRejected, StoreUnavailable
 from inspector.config import MesTicketWorkflow, PlantConfig, RetrySettings
 from inspector.events import ActionEvent, ActionOutcome, DeadLetterRecord, encode
-from inspector.metrics import ACTIONS, WEBHOOK_OUTBOX, WEBHOOK_SECONDS
+from inspector.telemetry.metrics import ACTIONS, WEBHOOK_OUTBOX, WEBHOOK_SECONDS
 
 log = logging.getLogger(__name__)
 

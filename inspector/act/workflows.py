@@ -45,8 +45,8 @@ from inspector.events import (
     encode,
 )
 from inspector.faults import is_inspection_fault
-from inspector.metrics import ACTIONS
-from inspector.observe import tracing
+from inspector.telemetry import tracing
+from inspector.telemetry.metrics import ACTIONS
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from inspector.bus.kafka import (
     topic_partition,
 )
 from inspector.events import EventError
-from inspector.metrics import DEAD_LETTERS, LOOP_ERRORS
+from inspector.telemetry.metrics import DEAD_LETTERS, LOOP_ERRORS
 
 log = logging.getLogger(__name__)
 

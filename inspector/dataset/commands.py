@@ -36,7 +36,7 @@ def import_cmd(
     copy: bool = typer.Option(False, "--copy", help="Copy images instead of linking them."),
 ) -> None:
     """Validate a Pascal VOC, COCO or YOLO dataset; write it as `inspector train` takes it."""
-    from inspector.cli import fail
+    from inspector.commandline import fail
     from inspector.dataset.importers import DatasetError, Format, import_dataset, summary_lines
 
     if fmt not in ("voc", "coco", "yolo"):

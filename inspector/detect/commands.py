@@ -33,7 +33,7 @@ def evaluate_cmd(
     """Score a model + line rules on a held-out simulated run (per-frame and per-part)."""
     import json
 
-    from inspector.cli import load_or_exit
+    from inspector.commandline import load_or_exit
     from inspector.detect.evaluate import evaluate, sweep
 
     cfg = load_or_exit(config)
@@ -74,10 +74,10 @@ def worker_cmd(
     ),
 ) -> None:
     """Run a detection worker (one member of the consumer group)."""
-    from inspector.cli import load_or_exit, traces_or_exit
+    from inspector.commandline import load_or_exit, traces_or_exit
     from inspector.detect.model import ModelError
     from inspector.detect.worker import run_worker
-    from inspector.logs import setup_logging
+    from inspector.telemetry.logs import setup_logging
 
     cfg = load_or_exit(config)
     setup_logging("worker", cfg.observe.log_format)

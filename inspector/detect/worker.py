@@ -48,7 +48,8 @@ from inspector.events import (
     encode,
     verdict_id_for,
 )
-from inspector.metrics import (
+from inspector.telemetry import tracing
+from inspector.telemetry.metrics import (
     BATCH_SIZE,
     CAPTURE_TO_VERDICT,
     DEFECTS,
@@ -56,8 +57,7 @@ from inspector.metrics import (
     INFERENCE_SECONDS,
     VERDICTS,
 )
-from inspector.observe import tracing
-from inspector.observe.tracing import with_traceparent
+from inspector.telemetry.tracing import with_traceparent
 
 log = logging.getLogger(__name__)
 SOURCE = "inspector/detect"
@@ -688,7 +688,7 @@ def run_worker(cfg: PlantConfig, *, metrics_port: int | None = None, shutdown: A
     """Run one worker until SIGTERM/SIGINT; return the process exit code."""
     from inspector.bus.crypto import KeyringError
     from inspector.bus.kafka import ServiceUnavailable, Shutdown, check_broker
-    from inspector.observe.health import Heartbeat, serve_health
+    from inspector.telemetry.health import Heartbeat, serve_health
 
     shutdown = shutdown or Shutdown().install()
     try:

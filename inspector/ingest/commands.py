@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from inspector.cli import ConfigOpt, fail, load_or_exit, traces_or_exit
+from inspector.commandline import ConfigOpt, fail, load_or_exit, traces_or_exit
 
 
 def register(app: typer.Typer) -> None:
@@ -28,7 +28,7 @@ def ingest(
     from inspector.bus.kafka import ServiceUnavailable, Shutdown
     from inspector.ingest.privacy import PrivacyError
     from inspector.ingest.service import run_ingest
-    from inspector.logs import setup_logging
+    from inspector.telemetry.logs import setup_logging
 
     cfg = load_or_exit(config)
     known = {c.id for ln in cfg.lines for c in ln.cameras}

@@ -27,7 +27,8 @@ from inspector.events import CameraStatusEvent, FrameMeta, ce_source, encode, en
 from inspector.ingest.privacy import PrivacyFilter, RedactionFailed
 from inspector.ingest.reader import CameraReader, CapturedFrame
 from inspector.ingest.state import STATES, Transition
-from inspector.metrics import (
+from inspector.telemetry import tracing
+from inspector.telemetry.metrics import (
     CAMERA_RECONNECTS,
     CAMERA_STALLS,
     CAMERA_STATE,
@@ -35,7 +36,6 @@ from inspector.metrics import (
     CAPTURE_TO_PUBLISH,
     FRAMES_INGESTED,
 )
-from inspector.observe import tracing
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from inspector.ingest.state import (
     Sampler,
     Transition,
 )
-from inspector.metrics import FRAMES_DROPPED
+from inspector.telemetry.metrics import FRAMES_DROPPED
 
 log = logging.getLogger(__name__)
 

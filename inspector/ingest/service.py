@@ -26,7 +26,7 @@ from inspector.ingest.privacy import PrivacyFilter, build_filters
 from inspector.ingest.publisher import FramePublisher, StatusPublisher
 from inspector.ingest.reader import CameraReader
 from inspector.ingest.triggers import PartTagger, trigger_loop
-from inspector.observe.health import HealthServer, Heartbeat, serve_health
+from inspector.telemetry.health import HealthServer, Heartbeat, serve_health
 
 log = logging.getLogger(__name__)
 

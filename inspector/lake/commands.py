@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from inspector.cli import ConfigOpt, fail, load_or_exit, traces_or_exit
+from inspector.commandline import ConfigOpt, fail, load_or_exit, traces_or_exit
 
 
 def register(app: typer.Typer) -> None:
@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         from inspector.bus.kafka import ServiceUnavailable, Shutdown, check_broker
         from inspector.lake.catalog import CatalogUnavailable, LakeError
         from inspector.lake.service import run_sink
-        from inspector.logs import setup_logging
+        from inspector.telemetry.logs import setup_logging
 
         cfg = load_or_exit(config)
         setup_logging("sink", cfg.observe.log_format)

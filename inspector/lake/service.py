@@ -16,7 +16,7 @@ from inspector.config import PlantConfig
 from inspector.lake.catalog import CatalogUnavailable, LakeTableWriter, open_catalog
 from inspector.lake.sink import Sink, SinkStats
 from inspector.lake.tables import SPECS
-from inspector.observe.health import HealthServer, Heartbeat, serve_health
+from inspector.telemetry.health import HealthServer, Heartbeat, serve_health
 
 log = logging.getLogger(__name__)
 

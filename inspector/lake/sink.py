@@ -46,8 +46,8 @@ from inspector.bus.kafka import (
 from inspector.config import LakeSettings
 from inspector.events import EventError, decode
 from inspector.lake.catalog import CatalogUnavailable, LakeTableWriter
-from inspector.metrics import DEAD_LETTERS, LAKE_COMMITS, LAKE_PARTITIONS, LAKE_ROWS
-from inspector.observe import tracing
+from inspector.telemetry import tracing
+from inspector.telemetry.metrics import DEAD_LETTERS, LAKE_COMMITS, LAKE_PARTITIONS, LAKE_ROWS
 
 log = logging.getLogger(__name__)
 

@@ -10,24 +10,10 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from inspector.commandline import ConfigOpt, fail, load_or_exit
+
 if TYPE_CHECKING:
-    from inspector.config import PlantConfig
-
-# inspector.cli imports this module while it registers stages: import it lazily.
-ConfigOpt = typer.Option(..., "--config", "-c", help="Plant config YAML.")
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    from inspector.cli import fail as cli_fail
-
-    return cli_fail(message, code)
-
-
-def load_or_exit(path: Path) -> PlantConfig:
-    from inspector.cli import load_or_exit as cli_load
-
-    return cli_load(path)
-
+    pass
 
 class TailKind(StrEnum):
     verdicts = "verdicts"
@@ -72,9 +58,9 @@ def tail(
     timeout: float | None = typer.Option(None, "--timeout", min=0, help="Stop after S seconds."),
 ) -> None:
     """Follow verdicts, defects, actions or camera states live (default: from now on)."""
-    from inspector.logs import setup_logging
     from inspector.observe.feed import FeedError, Filters, topic_for
     from inspector.observe.tail import run_tail
+    from inspector.telemetry.logs import setup_logging
 
     if from_beginning and since:
         raise fail("use either --from-beginning or --since, not both")
@@ -197,9 +183,9 @@ def dashboard(
     ),
 ) -> None:
     """Serve the live QA dashboard (token required; read-only)."""
-    from inspector.logs import setup_logging
     from inspector.observe.dashboard import Dashboard, DashboardConfigError
     from inspector.observe.feed import start_of_today
+    from inspector.telemetry.logs import setup_logging
 
     cfg = load_or_exit(config)
     setup_logging("dashboard", cfg.observe.log_format)

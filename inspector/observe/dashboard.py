@@ -44,7 +44,6 @@ from inspector.bus.kafka import ServiceUnavailable
 from inspector.bus.store import connect, valid_store_id
 from inspector.config import PlantConfig
 from inspector.events import VerdictEvent
-from inspector.metrics import CONSUMER_LAG, DASHBOARD_CLIENTS, OBSERVE_SKIPPED, OBSERVED_EVENTS
 from inspector.observe.aggregate import PlantView
 from inspector.observe.evidence import (
     EvidenceExpired,
@@ -53,7 +52,13 @@ from inspector.observe.evidence import (
     lookup_index,
 )
 from inspector.observe.feed import KINDS, FeedError, TopicReader, group_lag
-from inspector.observe.health import Heartbeat, Readiness
+from inspector.telemetry.health import Heartbeat, Readiness
+from inspector.telemetry.metrics import (
+    CONSUMER_LAG,
+    DASHBOARD_CLIENTS,
+    OBSERVE_SKIPPED,
+    OBSERVED_EVENTS,
+)
 
 log = logging.getLogger(__name__)
 

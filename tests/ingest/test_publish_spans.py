@@ -18,7 +18,7 @@ from inspector.config import parse_config
 from inspector.events import decode_frame
 from inspector.ingest.publisher import FramePublisher
 from inspector.ingest.reader import CameraStats, CapturedFrame
-from inspector.observe import tracing
+from inspector.telemetry import tracing
 from tests.conftest import base_config_dict
 
 

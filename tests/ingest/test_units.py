@@ -21,7 +21,7 @@ from inspector.ingest.state import (
     Transition,
 )
 from inspector.ingest.triggers import PartTagger, part_windows
-from inspector.observe.tracing import new_traceparent
+from inspector.telemetry.tracing import new_traceparent
 
 # --------------------------------------------------------------------------- state machine
 

@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from inspector.bus.kafka import make_producer
 from inspector.events import encode
-from inspector.observe import tracing
+from inspector.telemetry import tracing
 from tests.helpers import wait_for
 from tests.lake.support import MakeConfig, RunningSink, lake_config, rows, stream, table_offsets
 

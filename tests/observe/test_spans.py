@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from inspector.bus.kafka import Shutdown
 from inspector.config import PlantConfig
 from inspector.events import LineCommand, VerdictEvent, decode, decode_frame
-from inspector.observe import tracing
+from inspector.telemetry import tracing
 from tests.detect.conftest import demo_plant
 from tests.helpers import create_topics, read, wait_for
 

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from inspector.events import FrameMeta, encode_frame
-from inspector.observe.tracing import (
+from inspector.telemetry.tracing import (
     child_headers,
     child_traceparent,
     new_traceparent,
@@ -105,7 +105,7 @@ def test_span_without_an_sdk_still_yields_a_child() -> None:
 def test_no_sdk_means_no_span_objects() -> None:
     from opentelemetry import trace
 
-    from inspector.observe import tracing
+    from inspector.telemetry import tracing
 
     assert not tracing.enabled()
     s = tracing.start("detect.judge", SPEC_EXAMPLE, {"inspector.frame_id": "f"})
@@ -122,7 +122,7 @@ def test_with_an_sdk_outputs_carry_the_recorded_span() -> None:
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from inspector.observe import tracing
+    from inspector.telemetry import tracing
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
@@ -160,7 +160,7 @@ def test_with_an_sdk_outputs_carry_the_recorded_span() -> None:
 def test_traces_file_exporter_writes_one_json_span_per_line(tmp_path: Path) -> None:
     from opentelemetry.sdk.trace import TracerProvider
 
-    from inspector.observe import tracing
+    from inspector.telemetry import tracing
 
     path = tmp_path / "spans.jsonl"
     provider = tracing.setup("worker", "file", None, str(path))
@@ -183,7 +183,7 @@ def test_traces_file_exporter_writes_one_json_span_per_line(tmp_path: Path) -> N
 
 
 def test_otlp_without_its_exporter_package_is_a_clear_error() -> None:
-    from inspector.observe import tracing
+    from inspector.telemetry import tracing
 
     try:
         import opentelemetry.exporter.otlp.proto.http  # type: ignore[import-not-found]  # noqa: F401
@@ -220,7 +220,7 @@ def test_each_stage_command_sets_its_exporter_up_first(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from inspector.cli import app
-    from inspector.observe import tracing
+    from inspector.telemetry import tracing
 
     try:
         import opentelemetry.exporter.otlp.proto.http  # type: ignore[import-not-found]  # noqa: F401
