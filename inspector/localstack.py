@@ -16,6 +16,7 @@ import base64
 import contextlib
 import ctypes
 import os
+import random
 import shutil
 import signal
 import socket
@@ -27,9 +28,38 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+_ISSUED: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A port nothing listens on, for a server started next.
+
+    Taken below the kernel's ephemeral range: a port the kernel handed out with
+    ``bind(0)`` is also what it hands to outgoing connections, so a client socket could
+    take it between this check and the server's bind ("cannot listen", seen with 16
+    camera servers and many Kafka clients). Never the same port twice in one process.
+    """
+    low = _ephemeral_low()
+    rng = random.Random()
+    for _ in range(500):
+        port = rng.randint(max(1024, low - 12_000), low - 1)
+        if port in _ISSUED:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _ISSUED.add(port)
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # crowded: any free one
         s.bind((host, 0))
         return int(s.getsockname()[1])
 
