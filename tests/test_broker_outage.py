@@ -109,6 +109,10 @@ def test_broker_down_30s_under_a_running_plant(
             threading.Thread(target=guarded(run_worker, cfg, metrics_port=0, shutdown=stops[1])),
             threading.Thread(target=guarded(run_act, cfg, stops[2], metrics_port=0)),
         ]
+        # One registry per process, and earlier in-process tests moved it: count from here.
+        from tests.test_pipeline import registry_total
+
+        judged_at_start = registry_total("inspector_verdicts_total")
         for t in threads:
             t.start()
 
@@ -119,7 +123,7 @@ def test_broker_down_30s_under_a_running_plant(
                 return 0.0
 
         try:
-            wait_for(lambda: verdicts() >= 5, 120, "the first verdicts")
+            wait_for(lambda: verdicts() >= judged_at_start + 5, 120, "the first verdicts")
             backlog = metric(port, "inspector_frames_dropped_total", reason="broker_backlog")
             broker.kill()
             down_at = time.monotonic()

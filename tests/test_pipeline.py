@@ -100,12 +100,27 @@ def test_mini_pipeline_metrics_trace_and_dashboard(mini_plant: Any, artifacts_di
             target=run_act, args=(cfg, stops[2]), kwargs={"metrics_port": 0}, daemon=True
         ),
     ]
+    # The stages run in this process, so their counters are the process's registry,
+    # which earlier in-process tests already moved: count from here, and wait until
+    # each stage's own /metrics answers.
+    start = {n: registry_total(n) for n in ("inspector_verdicts_total",
+                                            "inspector_frames_ingested_total",
+                                            "inspector_inference_seconds_count")}
     for t in threads:
         t.start()
     dash = Dashboard(cfg, port=0, since=start_of_today()).start()
     try:
         wait_for(
-            lambda: _ok(ports["worker"], "inspector_verdicts_total") >= 5, 90, "the first verdicts"
+            lambda: _ok(ports["worker"], "inspector_verdicts_total")
+            >= start["inspector_verdicts_total"] + 5,
+            90,
+            "the first verdicts",
+        )
+        wait_for(
+            lambda: _ok(ports["ingest"], "inspector_frames_ingested_total")
+            > start["inspector_frames_ingested_total"],
+            60,
+            "ingest's /metrics with its first frames",
         )
         before = metric_total(ports["worker"], "inspector_verdicts_total")
         ingested_before = metric_total(ports["ingest"], "inspector_frames_ingested_total")
@@ -115,7 +130,10 @@ def test_mini_pipeline_metrics_trace_and_dashboard(mini_plant: Any, artifacts_di
             "verdicts to keep coming",
         )
         assert metric_total(ports["ingest"], "inspector_frames_ingested_total") > ingested_before
-        assert metric_total(ports["worker"], "inspector_inference_seconds_count") > 0
+        assert (
+            metric_total(ports["worker"], "inspector_inference_seconds_count")
+            > start["inspector_inference_seconds_count"]
+        )
 
         # One trace: frame → verdict → line command.
         cmds = read(cfg, [cfg.topics.line_commands], count=1, timeout_s=90)
@@ -162,6 +180,13 @@ def test_mini_pipeline_metrics_trace_and_dashboard(mini_plant: Any, artifacts_di
         for t in threads:
             t.join(30)
     assert not any(t.is_alive() for t in threads)
+
+
+def registry_total(name: str) -> float:
+    """The same sum as metric_total, read from this process's registry directly."""
+    from prometheus_client import REGISTRY
+
+    return sum(s.value for fam in REGISTRY.collect() for s in fam.samples if s.name == name)
 
 
 def _ok(port: int, name: str) -> float:
