@@ -16,7 +16,7 @@ from inspector.cli import app
 from inspector.dataset.importers import DatasetError, import_dataset
 
 # NEU-DET is read where the machine keeps it (never committed): INSPECTOR_NEU_DET, else
-# ../shared/datasets/neu-det beside the checkout or the workplace's shared folder.
+# ../shared/datasets/neu-det beside the checkout; skipped where neither exists.
 _ROOT = Path(__file__).resolve().parents[2]
 NEU = next(
     (
