@@ -24,7 +24,6 @@ NEU = next(
         for p in (
             Path(os.environ.get("INSPECTOR_NEU_DET", "/nonexistent")),
             _ROOT.parent / "shared" / "datasets" / "neu-det",
-            Path("/work/shared/datasets/neu-det"),
         )
         if p.is_dir()
     ),
