@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import redis
@@ -386,24 +386,37 @@ class ActEngine:
         elif rec["decision"] == "suppressed_cooldown":
             self._event(fx, wf, v, "suppressed_cooldown", at, episode_id=ep, detail=detail)
         else:
-            cmd = LineCommand(
-                command_id=deterministic_id("stop", ep),
-                line_id=v.line_id,
-                command="stop",
-                camera_id=v.camera_id,
-                part_id=v.part_id,
-                frame_id=v.frame_id,
-                verdict_id=v.verdict_id,
-                episode_id=ep,
-                reason=f"{wf.name}: {detail}",
-                issued_at=at,
-            )
-            fx.messages.append((self.cfg.topics.line_commands, v.line_id, cmd))
+            self._episode_command(fx, v, "stop", "stop", ep, f"{wf.name}: {detail}", at)
             self._event(fx, wf, v, "fired", at, episode_id=ep, detail=detail)
             log.warning(
                 "line stop commanded",
                 extra={"line": v.line_id, "workflow": wf.name, "episode": ep, "detail": detail},
             )
+
+    def _episode_command(
+        self,
+        fx: BatchEffects,
+        v: VerdictEvent,
+        command: Literal["stop", "manual_inspection"],
+        id_prefix: str,
+        ep: str | None,
+        reason: str,
+        at: float,
+    ) -> None:
+        """The line command an episode opens (stop, manual_inspection), id fixed by episode."""
+        cmd = LineCommand(
+            command_id=deterministic_id(id_prefix, ep),
+            line_id=v.line_id,
+            command=command,
+            camera_id=v.camera_id,
+            part_id=v.part_id,
+            frame_id=v.frame_id,
+            verdict_id=v.verdict_id,
+            episode_id=ep,
+            reason=reason,
+            issued_at=at,
+        )
+        fx.messages.append((self.cfg.topics.line_commands, v.line_id, cmd))
 
     def _degraded(self, wf: DegradedWorkflow, v: VerdictEvent, fx: BatchEffects) -> None:
         """Inspection FAULTs → alert + ``manual_inspection`` line command (the line runs on)."""
@@ -443,19 +456,8 @@ class ActEngine:
         elif rec["decision"] == "suppressed_cooldown":
             self._event(fx, wf, v, "suppressed_cooldown", at, episode_id=ep, detail=detail)
         else:
-            cmd = LineCommand(
-                command_id=deterministic_id("manual", ep),
-                line_id=v.line_id,
-                command="manual_inspection",
-                camera_id=v.camera_id,
-                part_id=v.part_id,
-                frame_id=v.frame_id,
-                verdict_id=v.verdict_id,
-                episode_id=ep,
-                reason=f"{wf.name}: {detail}",
-                issued_at=at,
-            )
-            fx.messages.append((self.cfg.topics.line_commands, v.line_id, cmd))
+            reason = f"{wf.name}: {detail}"
+            self._episode_command(fx, v, "manual_inspection", "manual", ep, reason, at)
             alert = ActionEvent(
                 action_id=action_id(wf.name, v.verdict_id),
                 workflow=wf.name,
