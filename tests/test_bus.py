@@ -411,3 +411,53 @@ def test_a_transaction_overtaken_by_a_rebalance_is_redone_not_fatal(plant: Plant
     outs = read(plant, [plant.topics.actions], timeout_s=20, quiet_s=2)  # read_committed
     ids = sorted(decode(m.value(), m.headers(), PartTrigger).part_id for m in outs)
     assert ids == sorted(f"p{i}" for i in range(12)), "the aborted batch leaked or was lost"
+
+
+def test_a_transient_failure_retries_the_held_batch_and_reads_nothing_new_meanwhile(
+    plant: PlantConfig,
+) -> None:
+    """Redis down (or any RetryLater): the loop retries the very records it holds, with
+    its partitions paused, so records produced during the outage wait their turn and
+    every record is handled once, in order, after the outage."""
+    from inspector.bus.loop import RetryLater
+
+    create_topics(plant)
+    produce(
+        plant, plant.topics.triggers, [encode(trigger(i), source="t", time=1.0) for i in range(5)]
+    )
+    loop = echo_loop(plant, "g-held")
+    echo = loop.handle
+    outage = threading.Event()
+    outage.set()
+    tried: list[list[str]] = []
+    handled: list[str] = []
+
+    def flaky(batch: list) -> None:  # type: ignore[type-arg]
+        ids = [ev.part_id for _m, ev in batch]
+        if outage.is_set():
+            tried.append(ids)
+            raise RetryLater("store down")
+        echo(batch)
+        handled.extend(ids)
+
+    loop.handle = flaky  # type: ignore[method-assign]
+    loop.retry_max_s = 0.4
+    t = start(loop)
+    try:
+        wait_for(lambda: len(tried) >= 3, 30, "three failed tries")
+        produce(  # arrives during the outage: must not be read before the held batch is done
+            plant,
+            plant.topics.triggers,
+            [encode(trigger(i), source="t", time=1.0) for i in range(5, 10)],
+        )
+        wait_for(lambda: len(tried) >= 6, 30, "three more tries with the new records on the topic")
+        first = tried[0]
+        assert first and all(ids == first for ids in tried), f"the held batch changed: {tried}"
+        outage.clear()
+        wait_for(lambda: len(handled) >= 10, 30, "all ten records after the outage")
+        time.sleep(1.0)  # a window in which a record read twice would show up
+    finally:
+        loop.shutdown.request()
+        t.join(15)
+    assert handled == [f"p{i}" for i in range(10)], handled
+    assert loop.stats.retries == len(tried)

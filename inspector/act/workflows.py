@@ -199,7 +199,7 @@ class ActEngine:
             headers = tracing.with_traceparent(headers, tp)
             producer.produce(topic, value=value, key=key.encode(), headers=headers,
                              on_delivery=tracker)
-        tracker.flush(producer)  # raises DeliveryFailed → the loop rewinds; records stay pending
+        tracker.flush(producer)  # raises DeliveryFailed → the loop retries; records stay pending
         if fx.pending:
             with redis_errors("marking actions done"):
                 pipe = self.client.pipeline(transaction=False)

@@ -10,8 +10,13 @@ Guarantees:
   whose outputs the broker refuses for good (too large, invalid);
 - offsets are committed only after everything the batch produced (outputs and
   dead letters) was acknowledged by the broker, or inside the same transaction;
-- a transient failure (Redis down, broker not acknowledging) rewinds to the batch's
-  first offsets and retries with capped backoff, committing nothing meanwhile;
+- a transient failure (Redis down, broker not acknowledging) keeps the batch's
+  uncommitted records in memory and retries them with capped backoff, committing
+  nothing meanwhile; the assigned partitions are paused and the consumer keeps polling
+  (group membership, rebalances), so nothing new is read and nothing has to be fetched
+  again. No seek-based rewind: a seek librdkafka drops would lose the batch until a
+  restart (the one CI failure of the Redis-outage test, four retries then 30 s of
+  silence, fits that; it was never reproduced);
 - SIGTERM/SIGINT lets the in-flight batch finish, then flushes, commits and closes.
 """
 
@@ -45,7 +50,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-
 # Group errors a transactional offset commit meets when a rebalance overtook the batch:
 # abortable, not fatal — the member carries on with its new assignment.
 REBALANCE_ERRORS = frozenset(
@@ -60,6 +64,7 @@ REBALANCE_ERRORS = frozenset(
 def lost_in_rebalance(exc: BaseException) -> bool:
     err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
     return isinstance(err, KafkaError) and not err.fatal() and err.code() in REBALANCE_ERRORS
+
 
 class RetryLater(Exception):
     """Raised by a handler when the batch cannot be processed *now* (not the input's fault)."""
@@ -137,6 +142,8 @@ class StreamLoop(Generic[T]):
         self.idle_poll_s = idle_poll_s
         self.poison_attempts = max(1, poison_attempts)
         self._pending: list[Message] = []  # the records of the batch not yet committed
+        self._held: list[Message] = []  # a batch that failed transiently, retried as it is
+        self._paused = False
         self.tracker = DeliveryTracker()
         self.dlq = DeadLetters(producer, dlq_topic, stage, self.tracker, max_message_bytes)
         self.stats = LoopStats()
@@ -156,7 +163,10 @@ class StreamLoop(Generic[T]):
     def _on_revoke(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         # Batches are processed and committed synchronously inside run(), so at a
         # revoke there is nothing in flight to hand over.
-        self.assigned -= {(p.topic, p.partition) for p in parts}
+        gone = {(p.topic, p.partition) for p in parts}
+        self.assigned -= gone
+        if self._held:  # the new owner redoes them from the committed offsets
+            self._held = [m for m in self._held if topic_partition(m) not in gone]
         log.info("partitions revoked", extra={"stage": self.stage, "partitions": len(parts)})
 
     def _poll(self) -> list[Message]:
@@ -181,17 +191,40 @@ class StreamLoop(Generic[T]):
                 log.warning("consumer error", extra={"stage": self.stage, "error": err.str()})
         return out
 
-    def _rewind(self, msgs: list[Message]) -> None:
-        first: dict[tuple[str, int], int] = {}
-        for m in msgs:
-            key = topic_partition(m)
-            off = m.offset() or 0
-            first[key] = min(first.get(key, off), off)
-        for (t, p), off in first.items():
-            try:
-                self.consumer.seek(TopicPartition(t, p, off))
-            except KafkaException as exc:  # partition revoked meanwhile: the new owner redoes it
-                log.info("rewind skipped", extra={"topic": t, "partition": p, "error": str(exc)})
+    def _hold(self, msgs: list[Message]) -> None:
+        """Keep ``msgs`` for the retry and stop fetching: the consumer's position is past
+        them, so no seek is needed, and a long outage reads nothing new meanwhile."""
+        self._held = list(msgs)
+        if not self._paused:
+            self.consumer.pause(self.consumer.assignment())
+            self._paused = True
+
+    def _release(self) -> None:
+        self._held = []
+        if self._paused:
+            self._paused = False
+            # resumes at the position after the last record handed out: the held batch
+            self.consumer.resume(self.consumer.assignment())
+
+    def _wait_polling(self, seconds: float) -> None:
+        """Back off while serving the group (rebalance callbacks, max.poll.interval).
+        A record delivered although its partition is paused (one newly assigned while
+        held) joins the held batch, and its partition is paused too."""
+        deadline = time.monotonic() + seconds
+        while not self.shutdown.requested:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            m = self.consumer.poll(min(left, self.idle_poll_s))
+            self.stats.last_progress = time.monotonic()
+            if m is None:
+                continue
+            err = m.error()
+            if err is None:
+                self._held.append(m)
+                self.consumer.pause([TopicPartition(*topic_partition(m))])
+            elif err.fatal():
+                raise KafkaException(err)
 
     def _process(self, msgs: list[Message]) -> None:
         decoded: list[tuple[Message, T]] = []
@@ -234,8 +267,13 @@ class StreamLoop(Generic[T]):
         backoff = self.retry_initial_s
         try:
             while not self.shutdown.requested:
-                msgs = self._poll()
-                self.stats.last_progress = time.monotonic()
+                if self._held:
+                    msgs = self._held
+                else:
+                    if self._paused:  # the held records were all revoked meanwhile
+                        self._release()
+                    msgs = self._poll()
+                    self.stats.last_progress = time.monotonic()
                 if not msgs:
                     if self.on_idle:
                         self.on_idle()
@@ -243,6 +281,7 @@ class StreamLoop(Generic[T]):
                 try:
                     self._run_batch(msgs)
                     backoff = self.retry_initial_s
+                    self._release()
                 except (RetryLater, ServiceUnavailable, DeliveryFailed) as exc:
                     reason = type(exc).__name__
                     LOOP_ERRORS.labels(self.stage, reason).inc()
@@ -256,8 +295,8 @@ class StreamLoop(Generic[T]):
                             "retry_in_s": round(backoff, 2),
                         },
                     )
-                    self._rewind(self._pending or msgs)
-                    self.shutdown.wait(backoff)
+                    self._hold(self._pending or msgs)
+                    self._wait_polling(backoff)
                     backoff = min(backoff * 2, self.retry_max_s)
         finally:
             self.close()
@@ -295,7 +334,7 @@ class StreamLoop(Generic[T]):
                     break
                 except Exception as exc:
                     if not is_record_fault(exc):
-                        raise  # transient: run() rewinds to the records not yet committed
+                        raise  # transient: run() holds the records not yet committed and retries
                     failure = exc
                     self._after_failure()
                     if attempt < self.poison_attempts:
