@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 # Debian packages: redis-server for the claim-check store; GStreamer's RTSP server for
 # the simulated cameras (runs under Debian's python3-gi); chromium for the browser test.
-APT_PACKAGES := redis-server python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
+APT_PACKAGES := redis-server postgresql python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
 	gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-x \
 	gstreamer1.0-libav chromium libgl1
 

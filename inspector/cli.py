@@ -141,6 +141,7 @@ STAGE_COMMANDS: list[str] = [
     "inspector.observe.commands",
     "inspector.dataset.commands",
     "inspector.lake.commands",
+    "inspector.learn.commands",
 ]
 
 _register_stages()

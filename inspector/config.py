@@ -226,6 +226,10 @@ class TopicSettings(Strict):
     def dlq(self) -> str:
         return self.name("dlq")
 
+    @property
+    def model_events(self) -> str:
+        return self.name("model-events")
+
     def retention_configs(self, name: str) -> dict[str, str]:
         """Topic configs that bound how long a topic keeps personal data (frames)."""
         if name != self.frames:
@@ -244,6 +248,7 @@ class TopicSettings(Strict):
             self.line_commands,
             self.notifications,
             self.dlq,
+            self.model_events,
         ]
 
 
@@ -506,7 +511,9 @@ class ModelSettings(Strict):
     path: str = Field(
         "builtin:defects-v1",
         title="Model path",
-        description="A .pt, .onnx or OpenVINO dir; builtin:NAME is a model shipped in the package.",
+        description="A .pt, .onnx or OpenVINO dir; builtin:NAME is a model shipped in the "
+        "package; models:/<name>@<alias> (or models:/<name>/<version>) comes from the "
+        "registry, and a worker follows the alias as it moves (hot swap).",
         min_length=1,
     )
     backend: Literal["auto", "onnxruntime", "ultralytics", "openvino"] = Field(
@@ -940,6 +947,80 @@ class LakeSettings(Strict):
         return (Path(self.data_dir) / "warehouse").resolve().as_uri()
 
 
+# --------------------------------------------------------------------------- learn
+
+
+class RegistrySettings(Strict):
+    """The model registry (MLflow): versions with their card, metrics and hashes;
+    aliases (``champion``, ``challenger``) that workers follow."""
+
+    uri: str | None = Field(
+        None,
+        title="MLflow tracking / registry URI",
+        description="Default sqlite:///<learn.data_dir>/registry.db (embedded, one host); "
+        "http(s)://host:port for an MLflow server (e.g. backed by PostgreSQL).",
+        min_length=3,
+        max_length=2000,
+    )
+    model_name: str = Field(
+        "inspector-detector",
+        title="Registered model name",
+        pattern=r"^[A-Za-z0-9._-]{1,200}$",
+    )
+    experiment: str = Field(
+        "inspector-models", title="MLflow experiment that holds registration runs",
+        min_length=1, max_length=200,
+    )
+    timeout_s: float = Field(
+        10.0, title="Registry request timeout", description="Per HTTP request to a server.",
+        gt=0, le=300,
+    )
+
+
+class FollowSettings(Strict):
+    """How a worker whose model is ``models:/<name>@<alias>`` follows the alias."""
+
+    recheck_s: float = Field(
+        60.0,
+        title="Registry re-check period",
+        description="Besides model-events, the alias is re-read this often (an event missed "
+        "while a worker started still converges).",
+        ge=1,
+        le=86400,
+    )
+    smoke_frames: int = Field(
+        4, title="Reference frames a candidate must judge before a swap", ge=1, le=64
+    )
+
+
+class LearnSettings(Strict):
+    data_dir: str = Field(
+        "learn",
+        title="Learn data directory",
+        description="Embedded registry database, registered artifacts and the model cache "
+        "(relative paths are relative to the working directory).",
+        min_length=1,
+        max_length=1000,
+    )
+    registry: RegistrySettings = Field(
+        default_factory=lambda: RegistrySettings(), title="Model registry"
+    )
+    follow: FollowSettings = Field(
+        default_factory=lambda: FollowSettings(), title="Hot swap"
+    )
+
+    def registry_uri(self) -> str:
+        if self.registry.uri:
+            return self.registry.uri
+        return f"sqlite:///{(Path(self.data_dir) / 'registry.db').resolve()}"
+
+    def artifacts_dir(self) -> Path:
+        return (Path(self.data_dir) / "artifacts").resolve()
+
+    def cache_dir(self) -> Path:
+        return (Path(self.data_dir) / "cache").resolve()
+
+
 # --------------------------------------------------------------------------- plant
 
 
@@ -961,6 +1042,9 @@ class PlantConfig(Strict):
         default_factory=lambda: ObserveSettings(), title="Observability"
     )
     lake: LakeSettings = Field(default_factory=lambda: LakeSettings(), title="Lakehouse")
+    learn: LearnSettings = Field(
+        default_factory=lambda: LearnSettings(), title="Model lifecycle"
+    )
 
     @model_validator(mode="after")
     def _cross_refs(self) -> PlantConfig:

@@ -334,6 +334,32 @@ class DeadLetterRecord(Payload):
         )
 
 
+ModelEventKind = Literal["registered", "promoted", "rolled_back", "swapped", "refused"]
+
+
+class ModelEvent(Payload):
+    """The model lifecycle on the ``model-events`` topic: the registry's moves (registered,
+    promoted, rolled back: an alias now names another version) and each worker's answer
+    (swapped to it, or refused it with the reason and kept its model)."""
+
+    ce_type: ClassVar[str] = "io.inspector.model.v1"
+    kind: ModelEventKind
+    model_name: Id
+    version: Id = Field(..., description="registry version the event is about")
+    alias: Id | None = Field(None, description="champion, challenger, ... (moves only)")
+    previous_version: Id | None = Field(None, description="what the alias named before")
+    sha256: Id | None = None
+    worker: Id | None = Field(None, description="the worker instance (swapped / refused)")
+    reason: Text = ""
+    at: Epoch
+
+    def event_id(self) -> str:
+        return deterministic_id(
+            "model-event", self.kind, self.model_name, self.version, self.alias,
+            self.previous_version, self.worker, self.at,
+        )
+
+
 PAYLOADS: tuple[type[Payload], ...] = (
     FrameMeta,
     VerdictEvent,
@@ -343,6 +369,7 @@ PAYLOADS: tuple[type[Payload], ...] = (
     LineCommand,
     ActionEvent,
     DeadLetterRecord,
+    ModelEvent,
 )
 BY_TYPE: dict[str, type[Payload]] = {p.ce_type: p for p in PAYLOADS}
 

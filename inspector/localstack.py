@@ -109,6 +109,7 @@ class ManagedProcess:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     _workdir: str | None = field(default=None, repr=False)
+    user: str | None = None  # run as this system user (PostgreSQL refuses to run as root)
 
     def start(
         self,
@@ -139,7 +140,9 @@ class ManagedProcess:
             cwd=cwd,
             env=dict(env) if env is not None else None,
             start_new_session=True,  # a Ctrl-C to the parent must not kill servers mid-shutdown
-            preexec_fn=_die_with_parent,
+            preexec_fn=_die_with_parent,  # runs after the switch to ``user``, which clears it
+            user=self.user,
+            group=_group_of(self.user) if self.user else None,
         )
         log.close()
         atexit.register(self.close)
@@ -614,3 +617,100 @@ def start_redis(
         _workdir=workdir,
     )
     return mp.start()
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def _group_of(user: str) -> int:
+    import pwd
+
+    return pwd.getpwnam(user).pw_gid
+
+
+def postgres_bin(tool: str) -> str:
+    """``postgres`` / ``initdb`` from Debian's postgresql package (not on PATH there)."""
+    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{tool}"), key=lambda p: int(p.parts[4]))
+    if found:
+        return str(found[-1])
+    which = shutil.which(tool)
+    if which:
+        return which
+    raise FileNotFoundError(f"{tool} not found: install Debian's postgresql package (make setup)")
+
+
+def start_postgres(
+    port: int | None = None, log_dir: Path | None = None, *, database: str = "inspector"
+) -> ManagedProcess:
+    """A throw-away PostgreSQL on loopback: trust auth for user ``inspector``, fsync off,
+    ``database`` created. As root it runs as Debian's ``postgres`` system user."""
+    port = port or free_port()
+    log_dir = log_dir or Path(tempfile.mkdtemp(prefix="inspector-pg-"))
+    workdir = tempfile.mkdtemp(prefix="inspector-pg-data-")
+    user = "postgres" if os.geteuid() == 0 else None
+    data = Path(workdir) / "data"
+    data.mkdir()
+    if user:
+        import pwd
+
+        pw = pwd.getpwnam(user)
+        for d in (workdir, str(data)):
+            os.chown(d, pw.pw_uid, pw.pw_gid)
+    init = subprocess.run(
+        [postgres_bin("initdb"), "-D", str(data), "-U", "inspector", "--auth=trust",
+         "--no-sync", "-E", "UTF8", "--locale=C"],
+        capture_output=True, text=True, user=user, group=_group_of(user) if user else None,
+        timeout=120,
+    )
+    if init.returncode != 0:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise RuntimeError(f"initdb failed: {init.stderr.strip()[-2000:]}")
+    mp = ManagedProcess(
+        name="postgres",
+        argv=[postgres_bin("postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
+              "-k", workdir, "-F", "-c", "max_connections=50"],
+        host="127.0.0.1",
+        port=port,
+        log_path=log_dir / f"postgres-{port}.log",
+        _workdir=workdir,
+        user=user,
+    ).start(timeout_s=60)
+    _create_database(port, database)
+    return mp
+
+
+def _create_database(port: int, name: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        out = subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "inspector", "-d", "postgres",
+             "-v", "ON_ERROR_STOP=1", "-c", f'CREATE DATABASE "{name}"'],
+            capture_output=True, text=True, timeout=30,
+        )
+        if out.returncode == 0:
+            return
+        if time.monotonic() > deadline or "already exists" in out.stderr:
+            raise RuntimeError(f"cannot create database {name}: {out.stderr.strip()}")
+        time.sleep(0.2)  # the port opens before the server accepts sessions
+
+
+def start_mlflow_server(
+    backend_uri: str, artifacts: Path, port: int | None = None, log_dir: Path | None = None
+) -> ManagedProcess:
+    """``mlflow server`` on loopback with its artifacts proxied (``mlflow-artifacts:``)."""
+    import sys
+
+    port = port or free_port()
+    log_dir = log_dir or Path(tempfile.mkdtemp(prefix="inspector-mlflow-"))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+    mp = ManagedProcess(
+        name="mlflow-server",
+        argv=[sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
+              "--artifacts-destination", artifacts.resolve().as_uri(), "--host", "127.0.0.1",
+              "--port", str(port), "--workers", "1"],
+        host="127.0.0.1",
+        port=port,
+        log_path=log_dir / f"mlflow-{port}.log",
+    )
+    return mp.start(timeout_s=120, env=env)

@@ -18,6 +18,7 @@ identical verdict and downstream consumers recognise it.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,7 +35,8 @@ from inspector.bus.kafka import instance_id, make_producer, stage_consumer
 from inspector.bus.loop import RetryLater, StreamLoop
 from inspector.bus.store import FrameStore, StoreUnavailable, connect, store_error
 from inspector.config import CameraSettings, LineSettings, PlantConfig
-from inspector.detect.model import Detector, load_detector
+from inspector.detect.follow import ModelFollower, ReferenceFrames, registry_info
+from inspector.detect.model import Detector, ModelError, load_detector
 from inspector.detect.rules import CompiledRules, Judgement, image_is_uniform, part_decision
 from inspector.events import (
     DefectEvent,
@@ -237,6 +239,35 @@ class DetectWorker:
         self._pending_latency: list[VerdictEvent] = []  # emitted, not yet committed
         self.producer: Any = None
         self.processed = 0
+        # Hot swap (detect/follow.py): a checked version waits here for the next batch.
+        self.references = ReferenceFrames(cfg.learn.follow.smoke_frames)
+        self._staged: tuple[Detector, Any] | None = None
+        self._swap_lock = threading.Lock()
+        self.registry: Any = None  # set by build_worker for a models:/ model
+        self.registry_version: Any = None
+        self.follow_alias: str | None = None
+
+    # ---------------------------------------------------------------- hot swap
+
+    def stage_model(self, detector: Detector, version: Any) -> None:
+        """Called by the follower thread; the loop thread swaps before its next batch."""
+        with self._swap_lock:
+            self._staged = (detector, version)
+
+    def swap_if_staged(self) -> bool:
+        with self._swap_lock:
+            staged, self._staged = self._staged, None
+        if staged is None:
+            return False
+        old = self.model_ref
+        self.detector, self.registry_version = staged
+        self.model_ref = self.detector.info.ref()
+        log.info(
+            "model swapped",
+            extra={"from": f"{old.name}/{old.version}",
+                   "to": f"{self.model_ref.name}/{self.model_ref.version}"},
+        )
+        return True
 
     # ---------------------------------------------------------------- vetting
 
@@ -353,6 +384,7 @@ class DetectWorker:
                 FRAMES_DROPPED.labels(j.meta.camera_id, "shed").inc()
 
     def handle(self, batch: list[tuple[Message, tuple[FrameMeta, bytes | None]]]) -> None:
+        self.swap_if_staged()  # between batches: the one in flight finished on the old model
         jobs = [FrameJob(msg=m, meta=meta, jpeg=jpeg) for m, (meta, jpeg) in batch]
         self.shed(jobs, time.time())
         try:
@@ -396,6 +428,7 @@ class DetectWorker:
             if ready:
                 images = [j.image for j in ready if j.image is not None]
                 pending.append((ready, self.infer_pool.submit(self._detect, images)))
+                self.references.add(images[-1:])  # what the line looks like now
         done = 0
         for ready, fut in pending:
             dets, started, ended = fut.result()
@@ -650,8 +683,12 @@ def build_worker(
     """Composition root of the detect stage (used by the CLI, the demo and the tests)."""
     client = connect(cfg.redis)
     store = FrameStore(client, cfg.redis.key_prefix, cfg.frames.claim_ttl_s, store_sealer(cfg))
+    registry, version, alias = None, None, None
+    if detector is None and cfg.model.path.startswith("models:/"):
+        registry, version, alias, detector = load_from_registry(cfg)
     det = detector or load_detector(cfg.model)
     worker = DetectWorker(cfg, det, store)
+    worker.registry, worker.registry_version, worker.follow_alias = registry, version, alias
     eos = cfg.worker.exactly_once
     producer = make_producer(
         cfg.kafka,
@@ -680,6 +717,41 @@ def build_worker(
     return worker, loop
 
 
+def load_from_registry(cfg: PlantConfig) -> tuple[Any, Any, str | None, Detector]:
+    """``models:/<name>@<alias>`` or ``models:/<name>/<version>`` → the registry, the
+    version, the alias to follow (None when pinned) and the loaded detector. Raises
+    RegistryError (unreachable, unknown version, sha256 mismatch) or ModelError."""
+    from inspector.registry import Registry, parse_model_uri
+
+    _, alias, _ = parse_model_uri(cfg.model.path)
+    registry = Registry(cfg.learn)
+    registry.check()
+    version = registry.resolve(cfg.model.path)
+    det = load_registry_version(cfg, registry.fetch(version), version)
+    return registry, version, alias, det
+
+
+def load_registry_version(cfg: PlantConfig, path: Any, version: Any) -> Detector:
+    return registry_info(load_detector(cfg.model.model_copy(update={"path": str(path)})), version)
+
+
+def start_follower(cfg: PlantConfig, worker: DetectWorker, shutdown: Any) -> ModelFollower | None:
+    """Follow the worker's alias (hot swap); None for a model that is not followed."""
+    if worker.registry is None or worker.follow_alias is None:
+        return None
+    return ModelFollower(
+        cfg,
+        worker.registry,
+        worker.follow_alias,
+        worker.registry_version,
+        current=lambda: worker.detector,
+        load=lambda path, mv: load_registry_version(cfg, path, mv),
+        stage=worker.stage_model,
+        shutdown=shutdown,
+        references=worker.references,
+    ).start()
+
+
 def verdict_json(v: VerdictEvent) -> bytes:
     return orjson.dumps(v.model_dump(mode="json", exclude_none=True))
 
@@ -691,12 +763,15 @@ def run_worker(cfg: PlantConfig, *, metrics_port: int | None = None, shutdown: A
     from inspector.telemetry.health import Heartbeat, serve_health
 
     shutdown = shutdown or Shutdown().install()
+    from inspector.registry import RegistryError
+
     try:
         check_broker(cfg.kafka)
         worker, loop = build_worker(cfg, shutdown=shutdown)
-    except (ServiceUnavailable, KeyringError) as exc:
+    except (ServiceUnavailable, KeyringError, RegistryError, ModelError) as exc:
         log.error(str(exc))
         return 1
+    follower = start_follower(cfg, worker, shutdown)
     beat = Heartbeat()
     port = cfg.observe.worker_port if metrics_port is None else metrics_port
 
@@ -736,6 +811,8 @@ def run_worker(cfg: PlantConfig, *, metrics_port: int | None = None, shutdown: A
         log.error("worker stopped by a fatal Kafka error", extra={"error": str(exc)})
         return 3
     finally:
+        if follower is not None:
+            follower.join(5)
         if health:
             health.close()
     log.info(

@@ -81,3 +81,14 @@ LAKE_COMMITS = Counter(
 LAKE_PARTITIONS = Gauge(
     "inspector_lake_partitions", "Partitions this sink is assigned, by table", ["table"]
 )
+MODEL_EVENTS = Counter(
+    "inspector_model_events_total", "Model lifecycle events published", ["kind"]
+)
+MODEL_SWAPS = Counter(
+    "inspector_model_swaps_total",
+    "A worker's answer to a new version of its followed alias",
+    ["outcome"],  # swapped, refused, unavailable
+)
+MODEL_VERSION = Gauge(
+    "inspector_model_version_info", "1 for the model version this worker runs", ["model", "version"]
+)

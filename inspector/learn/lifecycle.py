@@ -1,0 +1,114 @@
+"""Register, promote and roll back model versions; every alias move is announced on
+``model-events`` after the registry holds it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from inspector.config import ModelSettings, PlantConfig
+from inspector.detect.model import ModelError, load_detector, resolve_model_path, sha256_of
+from inspector.registry import ModelVersion, Registry
+from inspector.registry.announce import model_event, publish
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+
+
+def data_hash(path: Path | None) -> str | None:
+    """sha256 over a dataset (a folder's files in name order, or one file)."""
+    if path is None:
+        return None
+    if not path.exists():
+        raise ModelError(f"training data {path} does not exist")
+    if path.is_file() and path.suffix in (".yaml", ".yml"):
+        # a YOLO data.yaml: hash the folder it describes (its images and labels)
+        path = path.parent
+    return sha256_of(path)
+
+
+def register_model(
+    cfg: PlantConfig,
+    registry: Registry,
+    spec: str,
+    *,
+    data: Path | None = None,
+    metrics: dict[str, float] | None = None,
+    description: str = "",
+    settings: ModelSettings | None = None,
+) -> ModelVersion:
+    """Load ``spec`` (a path or builtin:NAME) as the worker would — a file that does not
+    load is refused here, before the registry sees it — and register it."""
+    entry, _name = resolve_model_path(spec)
+    base = settings or cfg.model
+    det = load_detector(base.model_copy(update={"path": str(entry)}))
+    model_dir = entry.parent if entry.is_file() else entry
+    card: dict[str, Any] | None = None
+    card_file = model_dir / "card.json"
+    if card_file.exists():
+        card = orjson.loads(card_file.read_bytes())
+        val = (card or {}).get("validation", {})
+        for k in ("mAP50", "mAP50-95"):
+            if isinstance(val.get(k), int | float):
+                metrics = {k: float(val[k]), **(metrics or {})}
+    info = det.info
+    mv = registry.register(
+        model_dir,
+        entry=entry.name,
+        sha256=sha256_of(entry),
+        classes=[info.names[k] for k in sorted(info.names)],
+        imgsz=info.imgsz,
+        data_sha256=data_hash(data),
+        metrics=metrics,
+        card=card,
+        description=description,
+    )
+    publish(cfg, [model_event("registered", mv.name, mv.version, sha256=mv.sha256)])
+    return mv
+
+
+def promote(
+    cfg: PlantConfig, registry: Registry, version: str, alias: str = CHAMPION
+) -> str | None:
+    """Point ``alias`` at ``version``, then announce it; → the version it named before."""
+    mv = registry.get(version)
+    before = registry.set_alias(alias, mv.version)
+    publish(
+        cfg,
+        [
+            model_event(
+                "promoted",
+                mv.name,
+                mv.version,
+                alias=alias,
+                previous_version=before,
+                sha256=mv.sha256,
+            )
+        ],
+    )
+    log.info("alias moved", extra={"alias": alias, "from": before, "to": mv.version})
+    return before
+
+
+def rollback(cfg: PlantConfig, registry: Registry, alias: str = CHAMPION) -> tuple[str, str]:
+    """Point ``alias`` back at its previous version, then announce it; → (from, to)."""
+    current, previous = registry.rollback(alias)
+    mv = registry.get(previous)
+    publish(
+        cfg,
+        [
+            model_event(
+                "rolled_back",
+                mv.name,
+                previous,
+                alias=alias,
+                previous_version=current,
+                sha256=mv.sha256,
+            )
+        ],
+    )
+    return current, previous
