@@ -230,6 +230,10 @@ class TopicSettings(Strict):
     def model_events(self) -> str:
         return self.name("model-events")
 
+    @property
+    def shadow_verdicts(self) -> str:
+        return self.name("shadow-verdicts")
+
     def retention_configs(self, name: str) -> dict[str, str]:
         """Topic configs that bound how long a topic keeps personal data (frames)."""
         if name != self.frames:
@@ -249,6 +253,7 @@ class TopicSettings(Strict):
             self.notifications,
             self.dlq,
             self.model_events,
+            self.shadow_verdicts,
         ]
 
 
@@ -639,13 +644,17 @@ class DegradedWorkflow(Strict):
         "apply; verdicts is ignored.",
     )
     fault_count: int = Field(
-        5, title="Inspection FAULTs in the window that switch to manual inspection",
-        ge=1, le=100000,
+        5,
+        title="Inspection FAULTs in the window that switch to manual inspection",
+        ge=1,
+        le=100000,
     )
     window_s: float = Field(10.0, title="Sliding window (capture time)", gt=0, le=86400)
     cooldown_s: float = Field(
-        60.0, title="No new manual_inspection command for the same episode within",
-        ge=0, le=86400,
+        60.0,
+        title="No new manual_inspection command for the same episode within",
+        ge=0,
+        le=86400,
     )
 
     @model_validator(mode="after")
@@ -968,12 +977,17 @@ class RegistrySettings(Strict):
         pattern=r"^[A-Za-z0-9._-]{1,200}$",
     )
     experiment: str = Field(
-        "inspector-models", title="MLflow experiment that holds registration runs",
-        min_length=1, max_length=200,
+        "inspector-models",
+        title="MLflow experiment that holds registration runs",
+        min_length=1,
+        max_length=200,
     )
     timeout_s: float = Field(
-        10.0, title="Registry request timeout", description="Per HTTP request to a server.",
-        gt=0, le=300,
+        10.0,
+        title="Registry request timeout",
+        description="Per HTTP request to a server.",
+        gt=0,
+        le=300,
     )
 
 
@@ -993,6 +1007,23 @@ class FollowSettings(Strict):
     )
 
 
+class ShadowSettings(Strict):
+    """``inspector shadow``: a candidate judging live frames beside production."""
+
+    alias: str = Field(
+        "challenger", title="Registry alias the shadow runs", pattern=r"^[A-Za-z0-9_-]{1,64}$"
+    )
+    share: float = Field(
+        0.25,
+        title="Share of live frames judged",
+        description="Chosen by a hash of the frame id: the same frames on every instance.",
+        gt=0,
+        le=1,
+    )
+    group_id: str = Field("inspector-shadow", title="Consumer group", min_length=1)
+    max_batch: int = Field(8, title="Largest micro-batch", ge=1, le=256)
+
+
 class LearnSettings(Strict):
     data_dir: str = Field(
         "learn",
@@ -1005,9 +1036,8 @@ class LearnSettings(Strict):
     registry: RegistrySettings = Field(
         default_factory=lambda: RegistrySettings(), title="Model registry"
     )
-    follow: FollowSettings = Field(
-        default_factory=lambda: FollowSettings(), title="Hot swap"
-    )
+    follow: FollowSettings = Field(default_factory=lambda: FollowSettings(), title="Hot swap")
+    shadow: ShadowSettings = Field(default_factory=lambda: ShadowSettings(), title="Shadow")
 
     def registry_uri(self) -> str:
         if self.registry.uri:
@@ -1042,9 +1072,7 @@ class PlantConfig(Strict):
         default_factory=lambda: ObserveSettings(), title="Observability"
     )
     lake: LakeSettings = Field(default_factory=lambda: LakeSettings(), title="Lakehouse")
-    learn: LearnSettings = Field(
-        default_factory=lambda: LearnSettings(), title="Model lifecycle"
-    )
+    learn: LearnSettings = Field(default_factory=lambda: LearnSettings(), title="Model lifecycle")
 
     @model_validator(mode="after")
     def _cross_refs(self) -> PlantConfig:

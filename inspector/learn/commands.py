@@ -13,8 +13,17 @@ from inspector.commandline import ConfigOpt, fail, load_or_exit
 models_app = typer.Typer(help="Model registry: versions, champion, rollback.", no_args_is_help=True)
 
 
+shadow_app = typer.Typer(
+    help="A candidate model judging live frames beside production (never acted on).",
+    invoke_without_command=True,
+)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(models_app, name="models")
+    app.add_typer(shadow_app, name="shadow")
+    shadow_app.callback()(shadow_cmd)
+    shadow_app.command("report")(shadow_report_cmd)
     models_app.command("list")(list_cmd)
     models_app.command("show")(show_cmd)
     models_app.command("register")(register_cmd)
@@ -149,3 +158,120 @@ def rollback_cmd(
     except (RegistryError, ServiceUnavailable, DeliveryFailed) as exc:
         raise fail(str(exc), 1) from None
     typer.echo(f"@{alias}: {current} -> {previous} (rolled back)")
+
+
+def load_candidate(cfg, model: str):  # type: ignore[no-untyped-def]
+    """An alias or version from the registry (sha256-checked), or a model path."""
+    from inspector.detect.follow import registry_info
+    from inspector.detect.model import load_detector
+    from inspector.registry import Registry
+
+    if model.isdigit() or ("/" not in model and "." not in model and ":" not in model):
+        reg = Registry(cfg.learn)
+        reg.check()
+        mv = reg.get(model) if model.isdigit() else reg.by_alias(model)
+        path = reg.fetch(mv)
+        return registry_info(load_detector(cfg.model.model_copy(update={"path": str(path)})), mv)
+    return load_detector(cfg.model.model_copy(update={"path": model}))
+
+
+def shadow_cmd(
+    ctx: typer.Context,
+    config: Path | None = typer.Option(None, "--config", "-c", help="Plant config YAML."),
+    model: str | None = typer.Option(
+        None, "--model", help="Alias, version or path (default: learn.shadow.alias)."
+    ),
+    share: float | None = typer.Option(None, "--share", help="Share of frames (0-1]."),
+) -> None:
+    """Run the shadow: judge a share of live frames with a candidate, write shadow-verdicts."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if config is None:
+        raise fail("--config is required", 2)
+    from inspector.bus.kafka import ServiceUnavailable, Shutdown, check_broker
+    from inspector.detect.model import ModelError
+    from inspector.learn.shadow import build_shadow
+    from inspector.registry import RegistryError
+
+    cfg = load_or_exit(config)
+    if share is not None:
+        if not 0 < share <= 1:
+            raise fail("--share must be in (0, 1]", 2)
+        cfg = cfg.model_copy(
+            update={
+                "learn": cfg.learn.model_copy(
+                    update={"shadow": cfg.learn.shadow.model_copy(update={"share": share})}
+                )
+            }
+        )
+    shutdown = Shutdown().install()
+    try:
+        check_broker(cfg.kafka)
+        det = load_candidate(cfg, model or cfg.learn.shadow.alias)
+        judge, loop = build_shadow(cfg, det, shutdown=shutdown)
+    except (ServiceUnavailable, RegistryError, ModelError) as exc:
+        raise fail(str(exc), 1) from None
+    typer.echo(
+        f"shadow: {det.info.name}/{det.info.version} on {cfg.learn.shadow.share:.0%} of frames "
+        f"-> {cfg.topics.shadow_verdicts}",
+        err=True,
+    )
+    loop.run()
+    typer.echo(
+        f"shadow stopped: judged {judge.stats.judged}, skipped {dict(judge.stats.skipped)}",
+        err=True,
+    )
+
+
+def shadow_report_cmd(
+    config: Path = ConfigOpt,
+    since: str = typer.Option("1h", "--since", help="How far back (30m, 2h, 1d)."),
+    as_json: bool = typer.Option(False, "--json"),
+    flips: int = typer.Option(20, "--flips", help="How many disagreeing frames to list."),
+) -> None:
+    """Agreement of shadow and production verdicts, per line and class, with the flips."""
+    from inspector.events import VerdictEvent
+    from inspector.learn.shadow import agreement
+    from inspector.observe.feed import FeedError, TopicReader, parse_duration
+
+    cfg = load_or_exit(config)
+    try:
+        start = time.time() - parse_duration(since)
+        prod: list[VerdictEvent] = []
+        shadow: list[VerdictEvent] = []
+        with TopicReader(
+            cfg, ["verdicts", "shadow-verdicts"], start_s=start, client_suffix="shadow-report"
+        ).open() as reader:
+            for rec in reader.read_to_end(120):
+                assert isinstance(rec.event, VerdictEvent)
+                (shadow if rec.kind == "shadow-verdicts" else prod).append(rec.event)
+    except (FeedError, ValueError) as exc:
+        raise fail(str(exc), 1) from None
+    rep = agreement(prod, shadow).as_dict(max_flips=flips)
+    if as_json:
+        typer.echo(json.dumps(rep, indent=2))
+        return
+    if not rep["compared"]:
+        typer.echo(
+            f"no shadow verdict with a production verdict since {since} "
+            f"({len(shadow)} shadow verdicts)"
+        )
+        return
+    typer.echo(
+        f"shadow {rep['model']} vs production, since {since}: {rep['compared']} frames, "
+        f"agreement {rep['agreement']:.1%}, new FAILs {rep['new_fails']}, "
+        f"missed FAILs {rep['missed_fails']}"
+    )
+    typer.echo(f"{'':<10}{'scope':<20}{'frames':>7}{'agree':>8}{'new FAIL':>10}{'missed':>8}")
+    for kind, rows in (("line", rep["by_line"]), ("class", rep["by_class"])):
+        for name, g in rows.items():
+            typer.echo(
+                f"{kind:<10}{name:<20}{g['compared']:>7}{g['agreement']:>8.1%}"
+                f"{g['new_fails']:>10}{g['missed_fails']:>8}"
+            )
+    for f in rep["flips"]:
+        typer.echo(
+            f"flip  {f['frame_id']}  production {f['production']} -> shadow "
+            f"{f['shadow']}  [{', '.join(f['classes'])}]  "
+            f"evidence: inspector evidence {f['production_verdict_id']}"
+        )

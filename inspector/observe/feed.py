@@ -54,6 +54,7 @@ KINDS: dict[str, tuple[Callable[[TopicSettings], str], type[Payload]]] = {
     "actions": (lambda t: t.actions, ActionEvent),
     "camera-status": (lambda t: t.camera_status, CameraStatusEvent),
     "line-commands": (lambda t: t.line_commands, LineCommand),
+    "shadow-verdicts": (lambda t: t.shadow_verdicts, VerdictEvent),
 }
 
 
