@@ -116,6 +116,8 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         None if g is None else g < MEMORY_TARGET,
         "%",
     )
+    ratios["worker with hot swap / alone"] = _get(p, "8", "swap_fps_ratio")
+    ratios["worker with shadow 25 % / alone"] = _get(p, "8", "shadow_fps_ratio")
     return {"ratios": ratios, "targets": targets}
 
 
@@ -258,6 +260,29 @@ def figures(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                 f"{s['cameras']} cameras" + ("" if s["sustained"] else " (NOT sustained)"),
                 f"{s['achieved_fps']}/{s['target_fps']:g} fps, drops {s['drops'] or 0}, "
                 f"ingest {s['ingest_cpu_cores']} cores, lag p95 {lag.get('p95_ms')} ms",
+            )
+        )
+    eight = p.get("8") or {}
+    if "baseline" in eight:
+        b, sw, sh = eight["baseline"], eight["hot_swap"], eight["shadow_25pct"]
+        rows.append(
+            ("8", "worker alone", f"{b['fps']} frames/s, batch p50 {b['batch_ms_median']} ms")
+        )
+        rows.append(
+            (
+                "8",
+                "with a hot swap",
+                f"{sw['fps']} frames/s ({eight['swap_fps_ratio']:.2f}x); candidate load "
+                f"{sw['candidate_load_s']} s + check {sw['candidate_check_s']} s off the loop; "
+                f"first batch after the swap {sw['first_batch_after_swap_ms']} ms",
+            )
+        )
+        rows.append(
+            (
+                "8",
+                "with a shadow at 25 %",
+                f"{sh['fps']} frames/s ({eight['shadow_fps_ratio']:.2f}x); shadow judged "
+                f"{sh.get('shadow_judged')} frames",
             )
         )
     for name, r in (_get(p, "7", "processes") or {}).items():

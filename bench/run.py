@@ -25,6 +25,7 @@ PARTS = {
     5: "overload",
     6: "ingest cameras per core",
     7: "memory over a run",
+    8: "model lifecycle: hot swap and shadow",
 }
 
 
@@ -41,6 +42,7 @@ class Plan:
     ingest_steps: tuple[int, ...] = (2, 4, 8, 12, 16, 24, 32)
     ingest_window_s: float = 12.0
     memory_s: float = 150.0
+    lifecycle_frames: int = 480
 
 
 FULL = Plan()
@@ -54,6 +56,7 @@ QUICK = Plan(
     ingest_steps=(2, 4),
     ingest_window_s=6.0,
     memory_s=60.0,
+    lifecycle_frames=160,
 )
 
 
@@ -87,7 +90,7 @@ def selected_parts(args: argparse.Namespace) -> tuple[list[int], list[int]]:
         want = {int(p) for p in args.parts.split(",") if p.strip()}
         bad = want - set(PARTS)
         if bad:
-            raise SystemExit(f"unknown parts {sorted(bad)}; parts are 1-7")
+            raise SystemExit(f"unknown parts {sorted(bad)}; parts are 1-8")
     elif args.soak:
         want = {7}
     else:
@@ -223,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     t_start = time.monotonic()
     try:
-        needs_frames = bool({1, 2, 3, 4, 5} & set(parts))
+        needs_frames = bool({1, 2, 3, 4, 5, 8} & set(parts))
         jpegs = sim_jpegs(plan.unique_frames) if needs_frames else []
         det = None
         if {1, 3} & set(parts):
@@ -241,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
 
             model_dir = str(REPO / Path(results["model"]["path"]).parent)
             run_part(results, 2, lambda: part2_peer(model_dir, jpegs, plan.peer_s, 320), echo)
-        if {3, 4, 5, 6} & set(parts):
+        if {3, 4, 5, 6, 8} & set(parts):
             with servers(log_dir) as srv:
                 run_server_parts(
                     results, parts, plan, srv, det, jpegs, e2e_frames, args, log_dir, echo
@@ -314,6 +317,10 @@ def run_server_parts(
                     f"{res['shed_after_ms']:g}; judged = PASS/FAIL verdicts"
                 )
                 results["parts"]["5"] = over
+    if 8 in parts:
+        from bench.lifecycle import part8_lifecycle
+
+        run_part(results, 8, lambda: part8_lifecycle(srv, jpegs, plan.lifecycle_frames), echo)
     if 6 in parts:
         from bench.ingest import part6_ingest
 

@@ -80,6 +80,21 @@ def _private_file(path: Path, text: str) -> None:
     path.chmod(0o600)
 
 
+def champion(cfg: PlantConfig) -> str:
+    """Register the shipped model as the champion unless the registry has one already
+    (a rerun keeps what an earlier run, or an operator, promoted)."""
+    from inspector.learn.lifecycle import CHAMPION, promote, register_model
+    from inspector.registry import Registry, RegistryError
+
+    reg = Registry(cfg.learn)
+    try:
+        mv = reg.by_alias(CHAMPION)
+    except RegistryError:
+        mv = register_model(cfg, reg, "builtin:defects-v1", description="shipped with inspector")
+        promote(cfg, reg, mv.version)
+    return f"{mv.name}/{mv.version}"
+
+
 def write_effective_config(cfg: PlantConfig, out_dir: Path) -> list[str]:
     """The demo's plant as a config file other commands can use while it runs.
 
@@ -386,6 +401,8 @@ def run_demo(
             "INSPECTOR_DEMO_DASHBOARD_PORT": str(ports["dashboard"]),
             "INSPECTOR_DEMO_LAKE_PORT": str(ports["sink"]),
             "INSPECTOR_DEMO_LAKE_DIR": str((out_dir / "lake").resolve()),
+            "INSPECTOR_DEMO_LEARN_DIR": str((out_dir / "learn").resolve()),
+            "INSPECTOR_DEMO_MODEL": "models:/inspector-detector@champion",
             "INSPECTOR_DEMO_DASHBOARD_URL": f"http://127.0.0.1:{ports['dashboard']}",
             "YOLO_OFFLINE": "1",
         }
@@ -411,6 +428,7 @@ def run_demo(
         cfg = load_config(config, env=env)
         observe_cmds = write_effective_config(cfg, out_dir)
         ensure_topics(cfg.kafka, cfg.topics)
+        echo(f"model registry: {champion(cfg)} is the champion the workers follow")
         collector = Collector(cfg).start()
 
         exe = [sys.executable, "-m", "inspector"]

@@ -166,3 +166,21 @@ def test_live_view_tracks_manual_inspection_apart_from_stops_and_resume_ends_bot
     view.apply_event("line-commands", cmd("c3", "resume", "ep-m"))
     [line] = [ln for ln in view.snapshot(now=now)["lines"] if ln["id"] == "line-a"]
     assert line["episodes"] == [] and line["manual_inspection"] == []
+
+
+def test_each_line_shows_the_model_version_of_its_latest_verdict() -> None:
+    from inspector.events import ModelRef
+
+    view = PlantView(demo_config(), since=None)
+    now = time.time()
+    old = verdict("line-a", "a-cam-1", 1, at=now - 5).model_copy(
+        update={"model": ModelRef(name="inspector-detector", version="1", sha256="a" * 64)}
+    )
+    new = verdict("line-a", "a-cam-2", 2, at=now - 1).model_copy(
+        update={"model": ModelRef(name="inspector-detector", version="2", sha256="b" * 64)}
+    )
+    for v in (new, old):  # arrival order across partitions is not time order
+        view.apply_event("verdicts", v)
+    lines = {ln["id"]: ln for ln in view.snapshot(now=now)["lines"]}
+    assert lines["line-a"]["model"] == "inspector-detector/2"
+    assert lines["line-b"]["model"] is None

@@ -151,6 +151,8 @@ class LineView:
     defects: Counter[str] = field(default_factory=Counter)
     episodes: dict[str, dict[str, Any]] = field(default_factory=dict)  # stopped
     manual: dict[str, dict[str, Any]] = field(default_factory=dict)  # manual inspection
+    model: str | None = None  # name/version that judged the line's latest verdict
+    model_at: float = 0.0
 
     def camera(self, camera_id: str) -> CameraView:
         cam = self.cameras.get(camera_id)
@@ -266,6 +268,8 @@ class PlantView:
         cam.first_verdict_at = min(cam.first_verdict_at or at, at)
         cam.recent.append(at)
         lv.latencies.append((at, max(0.0, at - v.timings.captured_at)))
+        if v.model is not None and at >= lv.model_at:
+            lv.model, lv.model_at = f"{v.model.name}/{v.model.version}", at
         if v.verdict == "FAIL":
             lv.gallery.appendleft(v.verdict_id)
             for f in v.findings:
@@ -362,6 +366,7 @@ class PlantView:
                         "counts": dict(lv.counts),
                         "total": sum(lv.counts.values()),
                         "yield": yield_pct(lv.counts),
+                        "model": lv.model,
                         "latency": {
                             "points": [[round(t, 3), round(s, 4)] for t, s in lv.latencies],
                             "p50": _percentile(recent, 0.5),

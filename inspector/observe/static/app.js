@@ -105,6 +105,7 @@ function renderLine(line, now) {
   setText($(".count-fail", card), String(line.counts.FAIL));
   setText($(".count-fault", card), String(line.counts.FAULT));
   setText($(".yield", card), line.yield == null ? "—" : `${line.yield.toFixed(1)}%`);
+  setText($(".line-model", card), line.model ? `model ${line.model}` : "");
   sparkline($(".spark", card), line.latency.points);
   setText($(".latency-text", card),
     `last ${ms(line.latency.last)} · p50 ${ms(line.latency.p50)} · p95 ${ms(line.latency.p95)}`);
