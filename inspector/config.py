@@ -234,6 +234,10 @@ class TopicSettings(Strict):
     def shadow_verdicts(self) -> str:
         return self.name("shadow-verdicts")
 
+    @property
+    def drift(self) -> str:
+        return self.name("drift")
+
     def retention_configs(self, name: str) -> dict[str, str]:
         """Topic configs that bound how long a topic keeps personal data (frames)."""
         if name != self.frames:
@@ -254,6 +258,7 @@ class TopicSettings(Strict):
             self.dlq,
             self.model_events,
             self.shadow_verdicts,
+            self.drift,
         ]
 
 
@@ -1024,6 +1029,74 @@ class ShadowSettings(Strict):
     max_batch: int = Field(8, title="Largest micro-batch", ge=1, le=256)
 
 
+class DriftSettings(Strict):
+    """Per camera and model version: the first ``window`` judged frames are the reference,
+    the last ``window`` the current window; compared every ``check_every`` frames."""
+
+    enabled: bool = Field(True, title="Watch for drift in the worker")
+    window: int = Field(200, title="Frames per window", ge=20, le=100_000)
+    check_every: int = Field(50, title="Frames between checks", ge=1, le=100_000)
+    psi_threshold: float = Field(
+        0.25,
+        title="PSI that counts as drift",
+        description="0.1 moderate, 0.25 large.",
+        gt=0,
+        le=10,
+    )
+    ks_pvalue: float = Field(
+        0.001, title="KS p-value at or below which the shift is significant", gt=0, le=1
+    )
+    min_shift: float = Field(
+        0.2,
+        title="Smallest relative change of a statistic's mean that counts",
+        description="A line's own slow variation (parts passing, product mix) moves "
+        "PSI and KS on short windows; 0.2 = the mean moved by 20 %.",
+        ge=0,
+        le=10,
+    )
+    class_mix_psi: float = Field(
+        0.5, title="PSI of the class mix that counts as drift", gt=0, le=10
+    )
+    class_mix_min_detections: int = Field(
+        100, title="Detections each window needs before the class mix is compared", ge=1
+    )
+
+
+class CaptureSettings(Strict):
+    """Frames kept for labelling, with the model's predictions as pre-annotations.
+    Each strategy is rate-limited per hour across all workers (a Redis counter)."""
+
+    enabled: bool = Field(
+        False,
+        title="Capture frames for labelling",
+        description="Off by default: captured frames leave Redis' TTL and are kept on disk.",
+    )
+    dir: str = Field(
+        "learn/capture",
+        title="Capture directory",
+        min_length=1,
+        max_length=1000,
+        description="JPEG + JSON per frame (shared storage when workers run on several hosts).",
+    )
+    near_threshold_margin: float = Field(
+        0.1,
+        title="Near the decision threshold",
+        description="A detection whose score is within this of its class rule's "
+        "min_confidence: the cases a model is least sure of.",
+        ge=0,
+        le=1,
+    )
+    near_threshold_per_hour: int = Field(60, title="near_threshold frames per hour", ge=0)
+    random_rate: float = Field(0.01, title="Share of other frames captured at random", ge=0, le=1)
+    random_per_hour: int = Field(30, title="random frames per hour", ge=0)
+    drift_per_hour: int = Field(
+        30,
+        title="Frames per hour from cameras in drift",
+        ge=0,
+        description="What the line looks like now that it moved away from the reference.",
+    )
+
+
 class LearnSettings(Strict):
     data_dir: str = Field(
         "learn",
@@ -1038,6 +1111,10 @@ class LearnSettings(Strict):
     )
     follow: FollowSettings = Field(default_factory=lambda: FollowSettings(), title="Hot swap")
     shadow: ShadowSettings = Field(default_factory=lambda: ShadowSettings(), title="Shadow")
+    drift: DriftSettings = Field(default_factory=lambda: DriftSettings(), title="Drift alarms")
+    capture: CaptureSettings = Field(
+        default_factory=lambda: CaptureSettings(), title="Data capture for labelling"
+    )
 
     def registry_uri(self) -> str:
         if self.registry.uri:

@@ -355,8 +355,38 @@ class ModelEvent(Payload):
 
     def event_id(self) -> str:
         return deterministic_id(
-            "model-event", self.kind, self.model_name, self.version, self.alias,
-            self.previous_version, self.worker, self.at,
+            "model-event",
+            self.kind,
+            self.model_name,
+            self.version,
+            self.alias,
+            self.previous_version,
+            self.worker,
+            self.at,
+        )
+
+
+class DriftEvent(Payload):
+    """A statistic of a camera's frames moved away from (raised) or back to (cleared) the
+    reference window of the model version judging them."""
+
+    ce_type: ClassVar[str] = "io.inspector.drift.v1"
+    state: Literal["raised", "cleared"]
+    camera_id: Id
+    line_id: Id
+    model: ModelRef
+    statistic: Id = Field(..., description="brightness, contrast, sharpness, detections, ...")
+    psi: float = Field(..., ge=0, description="population stability index vs the reference")
+    ks_statistic: float | None = Field(None, ge=0, le=1)
+    ks_pvalue: float | None = Field(None, ge=0, le=1)
+    reference_mean: float | None = None
+    current_mean: float | None = None
+    window: Count
+    at: Epoch
+
+    def event_id(self) -> str:
+        return deterministic_id(
+            "drift", self.camera_id, self.model.version, self.statistic, self.state, self.at
         )
 
 
@@ -370,6 +400,7 @@ PAYLOADS: tuple[type[Payload], ...] = (
     ActionEvent,
     DeadLetterRecord,
     ModelEvent,
+    DriftEvent,
 )
 BY_TYPE: dict[str, type[Payload]] = {p.ce_type: p for p in PAYLOADS}
 

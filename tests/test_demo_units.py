@@ -184,3 +184,39 @@ def test_each_line_shows_the_model_version_of_its_latest_verdict() -> None:
     lines = {ln["id"]: ln for ln in view.snapshot(now=now)["lines"]}
     assert lines["line-a"]["model"] == "inspector-detector/2"
     assert lines["line-b"]["model"] is None
+
+
+def test_drift_alarms_show_on_their_line_until_cleared_and_shadow_verdicts_never_count() -> None:
+    from inspector.events import DriftEvent, ModelRef
+
+    view = PlantView(demo_config(), since=None)
+    now = time.time()
+    ref = ModelRef(name="inspector-detector", version="1", sha256="a" * 64)
+
+    def drift(state: str, at: float) -> DriftEvent:
+        return DriftEvent(
+            state=state,  # type: ignore[arg-type]
+            camera_id="a-cam-1",
+            line_id="line-a",
+            model=ref,
+            statistic="brightness",
+            psi=1.9,
+            ks_statistic=0.8,
+            ks_pvalue=1e-9,
+            reference_mean=71.0,
+            current_mean=42.6,
+            window=200,
+            at=at,
+        )
+
+    view.apply_event("drift", drift("raised", now - 2))
+    lines = {ln["id"]: ln for ln in view.snapshot(now=now)["lines"]}
+    [alarm] = lines["line-a"]["drift"]
+    assert alarm["statistic"] == "brightness" and alarm["current_mean"] == 42.6
+    assert lines["line-b"]["drift"] == []
+    view.apply_event("drift", drift("cleared", now - 1))
+    assert all(not ln["drift"] for ln in view.snapshot(now=now)["lines"])
+
+    view.apply_event("shadow-verdicts", verdict("line-a", "a-cam-1", 7, "FAIL", cls="dent"))
+    lines = {ln["id"]: ln for ln in view.snapshot(now=now)["lines"]}
+    assert lines["line-a"]["counts"] == {"PASS": 0, "FAIL": 0, "FAULT": 0}

@@ -116,4 +116,4 @@ def test_decode_errors_have_reasons(mutate, reason) -> None:  # type: ignore[no-
 def test_schema_files_are_up_to_date() -> None:
     stale = write_schemas(check=True)
     assert stale == [], f"run `inspector schemas` to regenerate: {stale}"
-    assert len(render()) == 9
+    assert len(render()) == 10

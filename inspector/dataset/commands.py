@@ -1,9 +1,9 @@
-"""CLI commands for datasets: ``inspector dataset import``."""
+"""CLI commands for datasets: ``inspector dataset import`` and ``export``."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import typer
 
@@ -62,3 +62,29 @@ def import_cmd(
         typer.echo(line)
     data = out / "data.yaml"
     typer.echo(f"wrote {data} — train with: inspector train --data {data}")
+
+
+@dataset_app.command("export")
+def export_cmd(
+    src: Path = typer.Argument(..., help="The capture folder (learn.capture.dir)."),
+    fmt: str = typer.Option(..., "--format", "-f", help="yolo or coco."),
+    out: Path = typer.Option(..., "--out", "-o", help="New folder."),
+    min_score: float = typer.Option(
+        0.0, "--min-score", min=0.0, max=1.0, help="Leave out predictions below this score."
+    ),
+) -> None:
+    """Captured frames with the model's predictions as pre-annotations, as YOLO or COCO
+    (CVAT and Label Studio import both)."""
+    import json
+
+    from inspector.commandline import fail
+    from inspector.dataset.exporters import export_capture
+    from inspector.dataset.importers import DatasetError
+
+    if fmt not in ("yolo", "coco"):
+        raise fail(f"--format must be yolo or coco, not {fmt!r}")
+    try:
+        summary = export_capture(src, cast(Any, fmt), out, min_score)
+    except DatasetError as exc:
+        raise fail(str(exc), 2) from None
+    typer.echo(json.dumps(summary))

@@ -48,7 +48,8 @@ def render_card(c: dict[str, Any]) -> str:
         for h in hist:
             lines.append(
                 f"- phase {h['phase']}: from {h['from']}, {h['epochs']} epochs in "
-                f"{h['minutes']} min" + (f" — {h['note']}" if h.get("note") else "")
+                f"{h['minutes']} min"
+                + (f" — {h['note']}" if h.get("note") else "")
                 + (f" (`{h['command']}`)" if h.get("command") else "")
             )
         lines.append(f"- machine: {c.get('machine', 'n/a')}")

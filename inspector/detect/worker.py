@@ -35,12 +35,15 @@ from inspector.bus.kafka import instance_id, make_producer, stage_consumer
 from inspector.bus.loop import RetryLater, StreamLoop
 from inspector.bus.store import FrameStore, StoreUnavailable, connect, store_error
 from inspector.config import CameraSettings, LineSettings, PlantConfig
+from inspector.detect.capture import Capture
+from inspector.detect.drift import DriftChange, DriftMonitor, frame_stats
 from inspector.detect.follow import ModelFollower, ReferenceFrames, registry_info
 from inspector.detect.model import Detector, ModelError, load_detector
 from inspector.detect.rules import CompiledRules, Judgement, image_is_uniform, part_decision
 from inspector.events import (
     DefectEvent,
     Detection,
+    DriftEvent,
     FrameMeta,
     Timings,
     VerdictEvent,
@@ -55,6 +58,9 @@ from inspector.telemetry.metrics import (
     BATCH_SIZE,
     CAPTURE_TO_VERDICT,
     DEFECTS,
+    DRIFT_ACTIVE,
+    DRIFT_EVENTS,
+    DRIFT_PSI,
     FRAMES_DROPPED,
     INFERENCE_SECONDS,
     VERDICTS,
@@ -246,6 +252,24 @@ class DetectWorker:
         self.registry: Any = None  # set by build_worker for a models:/ model
         self.registry_version: Any = None
         self.follow_alias: str | None = None
+        # Drift (detect/drift.py): statistics per camera and model version.
+        dcfg = cfg.learn.drift
+        self.drift = DriftMonitor(dcfg) if dcfg.enabled else None
+        self._drift_out: list[DriftEvent] = []
+        # Data capture for labelling (detect/capture.py), off unless configured.
+        self.capture = (
+            Capture(
+                cfg.learn.capture,
+                store.client,
+                cfg.redis.key_prefix,
+                {
+                    ln.id: {c: r.min_confidence for c, r in ln.rules.classes.items()}
+                    for ln in cfg.lines
+                },
+            )
+            if cfg.learn.capture.enabled
+            else None
+        )
 
     # ---------------------------------------------------------------- hot swap
 
@@ -264,8 +288,10 @@ class DetectWorker:
         self.model_ref = self.detector.info.ref()
         log.info(
             "model swapped",
-            extra={"from": f"{old.name}/{old.version}",
-                   "to": f"{self.model_ref.name}/{self.model_ref.version}"},
+            extra={
+                "from": f"{old.name}/{old.version}",
+                "to": f"{self.model_ref.name}/{self.model_ref.version}",
+            },
         )
         return True
 
@@ -403,6 +429,7 @@ class DetectWorker:
             INFERENCE_SECONDS.labels(self.model_ref.name).observe(t1 - t0)
             BATCH_SIZE.observe(n)
         self.emit(jobs, decided, t0, t1)
+        self.emit_drift()
 
     def infer(self, jobs: list[FrameJob]) -> int:
         """Decode chunk k+1 while the model runs on chunk k (ONNX Runtime releases the GIL).
@@ -434,6 +461,8 @@ class DetectWorker:
             dets, started, ended = fut.result()
             for j, d in zip(ready, dets, strict=True):
                 j.detections = scale_detections(d, j.scale)
+                if self.drift is not None and j.image is not None:
+                    self.watch_drift(j, d)
                 if traced:
                     # One model call judged the whole chunk: each frame's detect.infer
                     # span carries that call's timing and the chunk's size.
@@ -446,6 +475,84 @@ class DetectWorker:
                     ).end(end_time=ended)
             done += len(ready)
         return done
+
+    def watch_drift(self, j: FrameJob, dets: list[Detection]) -> None:
+        """Add the frame's statistics (detections in the decoded image's pixels) to its
+        camera's windows; a statistic crossing into or out of drift becomes an event."""
+        assert self.drift is not None and j.image is not None
+        m, ref = j.meta, self.model_ref
+        changes = self.drift.add(m.camera_id, ref.version, frame_stats(j.image, dets))
+        cam = self.drift.cameras[(m.camera_id, ref.version)]
+        if cam.since_check == 0 and cam.last_psi:
+            for stat, value in cam.last_psi.items():
+                DRIFT_PSI.labels(m.camera_id, stat).set(value)
+        for c in changes:
+            self._drift_out.append(self.drift_event(m, c))
+
+    def drift_event(self, m: FrameMeta, c: DriftChange) -> DriftEvent:
+        DRIFT_ACTIVE.labels(m.camera_id, c.statistic).set(1 if c.state == "raised" else 0)
+        DRIFT_EVENTS.labels(m.camera_id, c.statistic, c.state).inc()
+        log.warning(
+            "drift " + c.state,
+            extra={
+                "camera": m.camera_id,
+                "statistic": c.statistic,
+                "psi": c.psi,
+                "ks_pvalue": c.ks_pvalue,
+                "reference_mean": c.reference_mean,
+                "current_mean": c.current_mean,
+                "model_version": self.model_ref.version,
+            },
+        )
+        return DriftEvent(
+            state=c.state,
+            camera_id=m.camera_id,
+            line_id=m.line_id,
+            model=self.model_ref,
+            statistic=c.statistic,
+            psi=c.psi,
+            ks_statistic=c.ks_statistic,
+            ks_pvalue=c.ks_pvalue,
+            reference_mean=c.reference_mean,
+            current_mean=c.current_mean,
+            window=self.cfg.learn.drift.window,
+            at=time.time(),
+        )
+
+    def capture_judged(self, judged: list[tuple[FrameJob, Judgement]]) -> None:
+        assert self.capture is not None
+        info = self.detector.info
+        names = [info.names[k] for k in sorted(info.names)]
+        for j, jd in judged:
+            if j.detections is None:
+                continue  # a FAULT before inference: nothing to pre-annotate
+            cam = (
+                self.drift.cameras.get((j.meta.camera_id, self.model_ref.version))
+                if self.drift is not None
+                else None
+            )
+            self.capture.consider(
+                j.meta,
+                j.jpeg,
+                j.detections,
+                jd,
+                self.model_ref,
+                classes=names,
+                drifting=bool(cam and cam.active),
+            )
+
+    def emit_drift(self) -> None:
+        assert self.loop is not None
+        out, self._drift_out = self._drift_out, []
+        for ev in out:
+            value, headers = encode(ev, source=SOURCE, time=ev.at)
+            self.producer.produce(
+                self.cfg.topics.drift,
+                value=value,
+                key=ev.camera_id.encode(),
+                headers=headers,
+                on_delivery=self.loop.tracker,
+            )
 
     def _detect(self, images: list[np.ndarray]) -> tuple[list[list[Detection]], int, int]:
         """The model call, with its start and end (ns since the epoch) for the spans."""
@@ -572,6 +679,8 @@ class DetectWorker:
             results = pipe.execute() if len(pipe) else []
         except redis.RedisError as exc:  # the batch is redone, ids are deterministic
             raise store_error("the verdict write", exc) from None
+        if self.capture is not None:
+            self.capture_judged(judged)
         canonical: dict[str, bytes] = dict(decided)
         for j, value, idx in fresh:
             old = results[idx]

@@ -22,6 +22,7 @@ from inspector.events import (
     ActionEvent,
     CameraStatusEvent,
     DefectEvent,
+    DriftEvent,
     LineCommand,
     Payload,
     VerdictEvent,
@@ -152,6 +153,7 @@ class LineView:
     episodes: dict[str, dict[str, Any]] = field(default_factory=dict)  # stopped
     manual: dict[str, dict[str, Any]] = field(default_factory=dict)  # manual inspection
     model: str | None = None  # name/version that judged the line's latest verdict
+    drift: dict[str, dict[str, Any]] = field(default_factory=dict)  # camera:statistic → alarm
     model_at: float = 0.0
 
     def camera(self, camera_id: str) -> CameraView:
@@ -229,9 +231,13 @@ class PlantView:
         self.apply_event(rec.kind, rec.event)
 
     def apply_event(self, kind: str, ev: Payload) -> None:
+        if kind == "shadow-verdicts":  # a candidate's opinion, not the line's verdicts
+            return
         with self.lock:
             changed = False
-            if isinstance(ev, VerdictEvent):
+            if isinstance(ev, DriftEvent):
+                changed = self._drift(ev)
+            elif isinstance(ev, VerdictEvent):
                 changed = self._verdict(ev)
             elif isinstance(ev, CameraStatusEvent):
                 changed = self._camera_status(ev)
@@ -278,6 +284,25 @@ class PlantView:
             self._shown[v.verdict_id] = v
             for vid in [k for k in self._shown if k not in on_show]:
                 del self._shown[vid]
+        return True
+
+    def _drift(self, ev: DriftEvent) -> bool:
+        if not self._seen.add(f"drift:{ev.event_id()}") or ev.line_id not in self.lines:
+            return False
+        lv = self.lines[ev.line_id]
+        key = f"{ev.camera_id}:{ev.statistic}"
+        if ev.state == "raised":
+            lv.drift[key] = {
+                "camera_id": ev.camera_id,
+                "statistic": ev.statistic,
+                "psi": ev.psi,
+                "reference_mean": ev.reference_mean,
+                "current_mean": ev.current_mean,
+                "model": f"{ev.model.name}/{ev.model.version}",
+                "since": ev.at,
+            }
+        else:
+            lv.drift.pop(key, None)
         return True
 
     def _remember(self, v: VerdictEvent) -> None:
@@ -367,6 +392,7 @@ class PlantView:
                         "total": sum(lv.counts.values()),
                         "yield": yield_pct(lv.counts),
                         "model": lv.model,
+                        "drift": sorted(lv.drift.values(), key=lambda d: d["since"]),
                         "latency": {
                             "points": [[round(t, 3), round(s, 4)] for t, s in lv.latencies],
                             "p50": _percentile(recent, 0.5),

@@ -62,6 +62,9 @@ from inspector.telemetry.metrics import (
 
 log = logging.getLogger(__name__)
 
+# A shadow's verdicts are a candidate's opinion, never the line's: not on the dashboard.
+NOT_SHOWN = frozenset({"shadow-verdicts"})
+
 STATIC = Path(__file__).parent / "static"
 COOKIE = "inspector_dashboard"
 OPEN_PATHS = {"/healthz", "/readyz", "/metrics"}
@@ -124,7 +127,7 @@ class Feed:
     def _follow(self) -> None:
         reader = TopicReader(
             self.cfg,
-            list(KINDS),
+            [k for k in KINDS if k not in NOT_SHOWN],
             start_s=self.since,
             # camera states change rarely; the current one may predate the window
             kind_start={"camera-status": None},

@@ -38,6 +38,7 @@ from inspector.events import (
     ActionEvent,
     CameraStatusEvent,
     DefectEvent,
+    DriftEvent,
     EventError,
     LineCommand,
     Payload,
@@ -55,6 +56,7 @@ KINDS: dict[str, tuple[Callable[[TopicSettings], str], type[Payload]]] = {
     "camera-status": (lambda t: t.camera_status, CameraStatusEvent),
     "line-commands": (lambda t: t.line_commands, LineCommand),
     "shadow-verdicts": (lambda t: t.shadow_verdicts, VerdictEvent),
+    "drift": (lambda t: t.drift, DriftEvent),
 }
 
 

@@ -92,3 +92,17 @@ MODEL_SWAPS = Counter(
 MODEL_VERSION = Gauge(
     "inspector_model_version_info", "1 for the model version this worker runs", ["model", "version"]
 )
+DRIFT_PSI = Gauge(
+    "inspector_drift_psi",
+    "Population stability index of a camera's statistic vs its model version's reference",
+    ["camera", "statistic"],
+)
+DRIFT_ACTIVE = Gauge(
+    "inspector_drift_active", "1 while the statistic is in drift", ["camera", "statistic"]
+)
+DRIFT_EVENTS = Counter(
+    "inspector_drift_events_total", "Drift raised / cleared", ["camera", "statistic", "state"]
+)
+CAPTURED = Counter(
+    "inspector_captured_frames_total", "Frames captured for labelling", ["strategy"]
+)

@@ -110,6 +110,10 @@ function renderLine(line, now) {
   setText($(".latency-text", card),
     `last ${ms(line.latency.last)} · p50 ${ms(line.latency.p50)} · p95 ${ms(line.latency.p95)}`);
   renderEpisodes(card, line.episodes);
+  $(".drift", card).replaceChildren(...(line.drift || []).map((d) =>
+    el("li", {}, `DRIFT on ${d.camera_id}: ${d.statistic} ` +
+      (d.current_mean == null ? "" : `${d.reference_mean} → ${d.current_mean} `) +
+      `(PSI ${d.psi}, ${d.model}, since ${clock(d.since)})`)));
   renderCameras(card, line.cameras, now);
   const mix = Object.entries(line.defects).map(([cls, n]) => `${cls} ${n}`).join(" · ");
   setText($(".defect-mix", card), mix ? `(${mix})` : "");
