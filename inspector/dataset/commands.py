@@ -72,6 +72,9 @@ def export_cmd(
     min_score: float = typer.Option(
         0.0, "--min-score", min=0.0, max=1.0, help="Leave out predictions below this score."
     ),
+    val_fraction: float = typer.Option(
+        0.2, "--val-fraction", min=0.0, max=0.9, help="Held out (YOLO), by a hash of the name."
+    ),
 ) -> None:
     """Captured frames with the model's predictions as pre-annotations, as YOLO or COCO
     (CVAT and Label Studio import both)."""
@@ -84,7 +87,7 @@ def export_cmd(
     if fmt not in ("yolo", "coco"):
         raise fail(f"--format must be yolo or coco, not {fmt!r}")
     try:
-        summary = export_capture(src, cast(Any, fmt), out, min_score)
+        summary = export_capture(src, cast(Any, fmt), out, min_score, val_fraction)
     except DatasetError as exc:
         raise fail(str(exc), 2) from None
     typer.echo(json.dumps(summary))

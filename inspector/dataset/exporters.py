@@ -4,6 +4,7 @@ with the model's predictions as pre-annotations, for CVAT or Label Studio to imp
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -48,14 +49,28 @@ def read_capture(src: Path, min_score: float = 0.0) -> tuple[list[Sample], list[
     return samples, names, skipped
 
 
-def export_yolo(samples: list[Sample], names: list[str], out: Path) -> None:
+def split_of(name: str, val_fraction: float) -> str:
+    """Deterministic: the same frame lands in the same split on every export."""
+    h = int(hashlib.sha256(name.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "val" if h < val_fraction else "train"
+
+
+def export_yolo(
+    samples: list[Sample], names: list[str], out: Path, val_fraction: float = 0.2
+) -> None:
     index = {n: i for i, n in enumerate(names)}
-    for split in ("train", "val"):  # val stays empty: a labelling batch, not a split
+    for split in ("train", "val"):
         (out / "images" / split).mkdir(parents=True)
         (out / "labels" / split).mkdir(parents=True)
-    for s in samples:
-        shutil.copyfile(s.image, out / "images" / "train" / s.image.name)
-        (out / "labels" / "train" / f"{s.image.stem}.txt").write_text(
+    splits = [split_of(s.image.name, val_fraction) for s in samples]
+    if val_fraction > 0 and len(samples) > 1 and "val" not in splits:
+        splits[-1] = "val"  # held-out data to evaluate a fine-tune on
+    if "train" not in splits:
+        splits[0] = "train"
+    for s, split in zip(samples, splits, strict=True):
+        s.split = split
+        shutil.copyfile(s.image, out / "images" / split / s.image.name)
+        (out / "labels" / split / f"{s.image.stem}.txt").write_text(
             "".join(yolo_line(b, index[b.cls], s.width, s.height) + "\n" for b in s.boxes)
         )
     (out / "data.yaml").write_text(
@@ -71,7 +86,7 @@ def export_yolo(samples: list[Sample], names: list[str], out: Path) -> None:
     )
     # CVAT's "YOLO 1.1" import reads obj.names / train.txt beside the labels
     (out / "obj.names").write_text("".join(f"{n}\n" for n in names))
-    (out / "train.txt").write_text("".join(f"images/train/{s.image.name}\n" for s in samples))
+    (out / "train.txt").write_text("".join(f"images/{s.split}/{s.image.name}\n" for s in samples))
 
 
 def export_coco(samples: list[Sample], names: list[str], out: Path) -> None:
@@ -109,12 +124,15 @@ def export_coco(samples: list[Sample], names: list[str], out: Path) -> None:
 
 
 def export_capture(
-    src: Path, fmt: ExportFormat, out: Path, min_score: float = 0.0
+    src: Path, fmt: ExportFormat, out: Path, min_score: float = 0.0, val_fraction: float = 0.2
 ) -> dict[str, Any]:
     if out.exists() and any(out.iterdir()):
         raise DatasetError(f"{out}: exists and is not empty (choose a new folder)")
     samples, names, skipped = read_capture(src, min_score)
-    (export_yolo if fmt == "yolo" else export_coco)(samples, names, out)
+    if fmt == "yolo":
+        export_yolo(samples, names, out, val_fraction)
+    else:
+        export_coco(samples, names, out)
     return {
         "format": fmt,
         "images": len(samples),

@@ -29,6 +29,7 @@ def register(app: typer.Typer) -> None:
     models_app.command("register")(register_cmd)
     models_app.command("promote")(promote_cmd)
     models_app.command("rollback")(rollback_cmd)
+    models_app.command("train")(train_cmd)
 
 
 def _registry(config: Path):  # type: ignore[no-untyped-def]
@@ -275,3 +276,45 @@ def shadow_report_cmd(
             f"{f['shadow']}  [{', '.join(f['classes'])}]  "
             f"evidence: inspector evidence {f['production_verdict_id']}"
         )
+
+
+def train_cmd(
+    data: Path = typer.Option(..., "--data", help="YOLO data.yaml (e.g. from dataset export)."),
+    out: Path = typer.Option(..., "--out", help="Folder for model.pt, model.onnx, card.json."),
+    config: Path = ConfigOpt,
+    base: str = typer.Option(
+        "champion", "--from", help="The version to fine-tune: an alias or a number."
+    ),
+    alias: str = typer.Option("challenger", "--alias", help="Point this alias at the result."),
+    epochs: int = typer.Option(10, "--epochs", min=1),
+    batch: int = typer.Option(8, "--batch", min=1),
+    time_hours: float | None = typer.Option(None, "--time-hours"),
+) -> None:
+    """Fine-tune a registered version on new data, evaluate it on the data's val split,
+    register it and point an alias (challenger) at it."""
+    from inspector.bus.kafka import DeliveryFailed, ServiceUnavailable
+    from inspector.detect.model import ModelError
+    from inspector.learn.lifecycle import retrain
+    from inspector.registry import RegistryError
+
+    cfg, reg = _registry(config)
+    try:
+        mv, before = retrain(
+            cfg,
+            reg,
+            base,
+            data,
+            out,
+            alias=alias,
+            epochs=epochs,
+            batch=batch,
+            time_hours=time_hours,
+        )
+    except ModelError as exc:
+        raise fail(f"model refused: {exc}", 2) from None
+    except (RegistryError, ServiceUnavailable, DeliveryFailed) as exc:
+        raise fail(str(exc), 1) from None
+    typer.echo(
+        f"registered {mv.name} version {mv.version} (fine-tuned from {base}; "
+        f"mAP50 {mv.metrics.get('mAP50', 'n/a')}); @{alias}: {before or '-'} -> {mv.version}"
+    )

@@ -112,3 +112,61 @@ def rollback(cfg: PlantConfig, registry: Registry, alias: str = CHAMPION) -> tup
         ],
     )
     return current, previous
+
+
+def retrain(
+    cfg: PlantConfig,
+    registry: Registry,
+    base: str,
+    data: Path,
+    out: Path,
+    *,
+    alias: str | None = "challenger",
+    epochs: int = 10,
+    batch: int = 8,
+    imgsz: int | None = None,
+    time_hours: float | None = None,
+) -> tuple[ModelVersion, str | None]:
+    """Fine-tune the PyTorch weights of a registered version (``base``: alias or version)
+    on ``data`` (a YOLO data.yaml, e.g. from ``inspector dataset export``), evaluate on
+    its val split, register the result with its card and point ``alias`` at it.
+    → (the new version, what the alias named before)."""
+    from inspector.detect.train import train
+
+    src = registry.get(base) if base.isdigit() else registry.by_alias(base)
+    entry = registry.fetch(src)
+    weights = entry.parent / "model.pt"
+    if not weights.is_file():
+        raise ModelError(
+            f"version {src.version} has no model.pt beside {entry.name}: fine-tuning needs "
+            "the PyTorch weights (register a folder with both)"
+        )
+    size = imgsz or src.imgsz or cfg.model.imgsz
+    result = train(
+        data,
+        out,
+        base=str(weights),
+        imgsz=size,
+        epochs=epochs,
+        batch=batch,
+        time_hours=time_hours,
+    )
+    card = {
+        "fine_tuned_from": {"version": src.version, "sha256": src.sha256},
+        "data": str(data),
+        "epochs": epochs,
+        "epochs_completed": result.epochs_completed,
+        "imgsz": size,
+        "validation": result.metrics,
+    }
+    (out / "card.json").write_bytes(orjson.dumps(card, option=orjson.OPT_INDENT_2))
+    mv = register_model(
+        cfg,
+        registry,
+        str(result.onnx),
+        data=data,
+        description=f"fine-tuned from version {src.version} on {data}",
+        settings=cfg.model.model_copy(update={"imgsz": size}),
+    )
+    before = promote(cfg, registry, mv.version, alias) if alias else None
+    return mv, before
