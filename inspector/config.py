@@ -1097,6 +1097,22 @@ class CaptureSettings(Strict):
     )
 
 
+class ArchiveSettings(Strict):
+    """``inspector archive``: frames kept beyond Redis' TTL for ``inspector replay``."""
+
+    url: str = Field(
+        "learn/frames",
+        title="Archive location",
+        description="A folder, or an fsspec URL (s3://bucket/prefix needs s3fs).",
+        min_length=1,
+        max_length=2000,
+    )
+    max_age_s: int = Field(7 * 86400, title="Keep frames this long", ge=60, le=3650 * 86400)
+    max_bytes: int = Field(10 * 1024**3, title="Largest archive size (oldest go first)", ge=1024**2)
+    sweep_every_s: float = Field(300.0, title="Retention sweep period", ge=1, le=86400)
+    group_id: str = Field("inspector-archive", title="Consumer group", min_length=1)
+
+
 class LearnSettings(Strict):
     data_dir: str = Field(
         "learn",
@@ -1114,6 +1130,9 @@ class LearnSettings(Strict):
     drift: DriftSettings = Field(default_factory=lambda: DriftSettings(), title="Drift alarms")
     capture: CaptureSettings = Field(
         default_factory=lambda: CaptureSettings(), title="Data capture for labelling"
+    )
+    archive: ArchiveSettings = Field(
+        default_factory=lambda: ArchiveSettings(), title="Frame archive for replay"
     )
 
     def registry_uri(self) -> str:

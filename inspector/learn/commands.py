@@ -24,6 +24,8 @@ def register(app: typer.Typer) -> None:
     app.add_typer(shadow_app, name="shadow")
     shadow_app.callback()(shadow_cmd)
     shadow_app.command("report")(shadow_report_cmd)
+    app.command("archive")(archive_cmd)
+    app.command("replay")(replay_cmd)
     models_app.command("list")(list_cmd)
     models_app.command("show")(show_cmd)
     models_app.command("register")(register_cmd)
@@ -318,3 +320,85 @@ def train_cmd(
         f"registered {mv.name} version {mv.version} (fine-tuned from {base}; "
         f"mAP50 {mv.metrics.get('mAP50', 'n/a')}); @{alias}: {before or '-'} -> {mv.version}"
     )
+
+
+def archive_cmd(config: Path = ConfigOpt) -> None:
+    """Keep frames beyond Redis' TTL (learn.archive) so `inspector replay` can judge them."""
+    from inspector.bus.kafka import ServiceUnavailable, Shutdown, check_broker
+    from inspector.learn.archive import build_archiver
+
+    cfg = load_or_exit(config)
+    shutdown = Shutdown().install()
+    try:
+        check_broker(cfg.kafka)
+        archiver, loop = build_archiver(cfg, shutdown=shutdown)
+    except ServiceUnavailable as exc:
+        raise fail(str(exc), 1) from None
+    typer.echo(f"archive: {cfg.topics.frames} -> {cfg.learn.archive.url}", err=True)
+    loop.run()
+    typer.echo(
+        f"archive stopped: {archiver.stats.archived} frames, skipped "
+        f"{dict(archiver.stats.skipped)}",
+        err=True,
+    )
+
+
+def replay_cmd(
+    config: Path = ConfigOpt,
+    model: str = typer.Option(..., "--model", help="Alias, version or path to judge with."),
+    since: str = typer.Option("1h", "--since", help="How far back (30m, 2h, 1d)."),
+    as_json: bool = typer.Option(False, "--json"),
+    html_out: Path | None = typer.Option(
+        None, "--html", help="Write an HTML report with each flip's evidence side by side."
+    ),
+    flips: int = typer.Option(20, "--flips", help="How many flipped frames to list."),
+) -> None:
+    """Judge the archived frames of past production verdicts again with another model;
+    print what would have changed."""
+    from inspector.detect.model import ModelError
+    from inspector.events import VerdictEvent
+    from inspector.learn.archive import FrameArchive
+    from inspector.learn.replay import html_report, replay
+    from inspector.observe.feed import FeedError, TopicReader, parse_duration
+    from inspector.registry import RegistryError
+
+    cfg = load_or_exit(config)
+    try:
+        det = load_candidate(cfg, model)
+        start = time.time() - parse_duration(since)
+        prod: list[VerdictEvent] = []
+        with TopicReader(cfg, ["verdicts"], start_s=start, client_suffix="replay").open() as r:
+            for rec in r.read_to_end(300):
+                assert isinstance(rec.event, VerdictEvent)
+                prod.append(rec.event)
+        res = replay(cfg, det, prod, FrameArchive(cfg.learn.archive))
+    except (RegistryError, ModelError, FeedError, ValueError) as exc:
+        raise fail(str(exc), 1) from None
+    d = res.as_dict(max_flips=flips)
+    title = f"replay of {since} with {det.info.name}/{det.info.version}"
+    if html_out is not None:
+        html_out.write_text(html_report(res, title, max_flips=flips))
+    if as_json:
+        typer.echo(json.dumps(d, indent=2))
+        return
+    agree = "n/a" if d["agreement"] is None else f"{d['agreement']:.1%}"
+    typer.echo(
+        f"{title}: {d['production_verdicts']} production verdicts, {d['replayed']} judged "
+        f"again, {d['gone']} frames gone from the archive; agreement {agree}, "
+        f"new FAILs {d['new_fails']}, missed FAILs {d['missed_fails']}"
+    )
+    for kind, rows in (("line", d["by_line"]), ("class", d["by_class"])):
+        for name, g in rows.items():
+            typer.echo(
+                f"{kind:<6} {name:<20} {g['compared']:>6} frames  agree {g['agreement']:.1%}  "
+                f"new FAIL {g['new_fails']}  missed {g['missed_fails']}"
+            )
+    for f in d["flips"]:
+        typer.echo(
+            f"flip  {f['frame_id']}  {f['production']} -> {f['shadow']}  "
+            f"[{', '.join(f['classes'])}]"
+        )
+    for fid in d["gone_frames"]:
+        typer.echo(f"gone  {fid}")
+    if html_out is not None:
+        typer.echo(f"report: {html_out}")
