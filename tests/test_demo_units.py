@@ -220,3 +220,40 @@ def test_drift_alarms_show_on_their_line_until_cleared_and_shadow_verdicts_never
     view.apply_event("shadow-verdicts", verdict("line-a", "a-cam-1", 7, "FAIL", cls="dent"))
     lines = {ln["id"]: ln for ln in view.snapshot(now=now)["lines"]}
     assert lines["line-a"]["counts"] == {"PASS": 0, "FAIL": 0, "FAULT": 0}
+
+
+def test_the_shadow_panel_pairs_shadow_and_production_verdicts_in_either_order() -> None:
+    from inspector.events import ModelRef
+
+    view = PlantView(demo_config(), since=None)
+    challenger = ModelRef(name="inspector-detector", version="2", sha256="b" * 64)
+
+    def pair(seq: int, prod: str, shadow: str, shadow_first: bool) -> None:
+        fid = f"a-cam-1:r:{seq}"
+        p = verdict(
+            "line-a", "a-cam-1", seq, prod, cls="dent" if prod == "FAIL" else None, frame_id=fid
+        )
+        s = verdict(
+            "line-a", "a-cam-1", seq, shadow, cls="dent" if shadow == "FAIL" else None, frame_id=fid
+        )
+        s = s.model_copy(update={"model": challenger})
+        events = [("shadow-verdicts", s), ("verdicts", p)]
+        for kind, ev in events if shadow_first else events[::-1]:
+            view.apply_event(kind, ev)
+
+    pair(1, "PASS", "PASS", shadow_first=True)
+    pair(2, "PASS", "FAIL", shadow_first=False)  # a new FAIL
+    pair(3, "FAIL", "PASS", shadow_first=True)  # a missed FAIL
+    pair(4, "FAIL", "FAIL", shadow_first=False)
+    pair(5, "FAULT", "PASS", shadow_first=True)  # production could not trust it: not compared
+    lines = {ln["id"]: ln for ln in view.snapshot()["lines"]}
+    assert lines["line-a"]["shadow"] == {
+        "model": "inspector-detector/2",
+        "compared": 4,
+        "agreed": 2,
+        "new_fails": 1,
+        "missed_fails": 1,
+        "agreement": 0.5,
+    }
+    assert lines["line-a"]["counts"] == {"PASS": 2, "FAIL": 2, "FAULT": 1}  # production only
+    assert lines["line-b"]["shadow"] is None

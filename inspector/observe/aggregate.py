@@ -154,6 +154,15 @@ class LineView:
     manual: dict[str, dict[str, Any]] = field(default_factory=dict)  # manual inspection
     model: str | None = None  # name/version that judged the line's latest verdict
     drift: dict[str, dict[str, Any]] = field(default_factory=dict)  # camera:statistic → alarm
+    shadow: dict[str, Any] = field(
+        default_factory=lambda: {
+            "model": None,
+            "compared": 0,
+            "agreed": 0,
+            "new_fails": 0,
+            "missed_fails": 0,
+        }
+    )
     model_at: float = 0.0
 
     def camera(self, camera_id: str) -> CameraView:
@@ -187,6 +196,20 @@ def gallery_item(v: VerdictEvent) -> dict[str, Any]:
 
 
 SEEN_WINDOW = 20_000
+PAIR_WINDOW = 5_000  # verdict ids kept for pairing shadow and production verdicts
+
+
+def _bounded_put(d: OrderedDict[str, Any], key: str, value: Any) -> None:
+    d[key] = value
+    if len(d) > PAIR_WINDOW:
+        d.popitem(last=False)
+
+
+def _shadow_json(sv: dict[str, Any]) -> dict[str, Any] | None:
+    if sv["model"] is None:
+        return None
+    n = sv["compared"]
+    return {**sv, "agreement": round(sv["agreed"] / n, 4) if n else None}
 
 
 class PlantView:
@@ -221,6 +244,10 @@ class PlantView:
         self._verdicts: OrderedDict[str, VerdictEvent] = OrderedDict()
         self._shown: dict[str, VerdictEvent] = {}  # gallery entries stay clickable
         self._recent_size = recent_verdicts
+        # Shadow agreement: production's and the shadow's verdict per verdict id, paired
+        # whichever arrives second; both maps bounded (oldest dropped, unpaired).
+        self._prod_outcome: OrderedDict[str, str] = OrderedDict()
+        self._shadow_pending: OrderedDict[str, VerdictEvent] = OrderedDict()
 
     def known(self, line_id: str, camera_id: str) -> bool:
         return (line_id, camera_id) in self._sources
@@ -231,11 +258,12 @@ class PlantView:
         self.apply_event(rec.kind, rec.event)
 
     def apply_event(self, kind: str, ev: Payload) -> None:
-        if kind == "shadow-verdicts":  # a candidate's opinion, not the line's verdicts
-            return
         with self.lock:
             changed = False
-            if isinstance(ev, DriftEvent):
+            if kind == "shadow-verdicts":  # a candidate's opinion, never the line's counts
+                if isinstance(ev, VerdictEvent):
+                    changed = self._shadow(ev)
+            elif isinstance(ev, DriftEvent):
                 changed = self._drift(ev)
             elif isinstance(ev, VerdictEvent):
                 changed = self._verdict(ev)
@@ -305,7 +333,32 @@ class PlantView:
             lv.drift.pop(key, None)
         return True
 
+    def _shadow(self, s: VerdictEvent) -> bool:
+        if not self._seen.add(f"shadow:{s.verdict_id}") or s.line_id not in self.lines:
+            return False
+        prod = self._prod_outcome.get(s.verdict_id)
+        if prod is None:
+            _bounded_put(self._shadow_pending, s.verdict_id, s)
+        else:
+            self._pair(prod, s)
+        return True
+
+    def _pair(self, prod: str, s: VerdictEvent) -> None:
+        sv = self.lines[s.line_id].shadow
+        if s.model is not None:
+            sv["model"] = f"{s.model.name}/{s.model.version}"
+        if prod == "FAULT":
+            return  # production could not trust the frame: nothing to compare
+        sv["compared"] += 1
+        sv["agreed"] += prod == s.verdict
+        sv["new_fails"] += s.verdict == "FAIL" and prod != "FAIL"
+        sv["missed_fails"] += prod == "FAIL" and s.verdict != "FAIL"
+
     def _remember(self, v: VerdictEvent) -> None:
+        _bounded_put(self._prod_outcome, v.verdict_id, v.verdict)
+        pending = self._shadow_pending.pop(v.verdict_id, None)
+        if pending is not None and pending.line_id in self.lines:
+            self._pair(v.verdict, pending)
         self._verdicts[v.verdict_id] = v
         if len(self._verdicts) > self._recent_size:
             self._verdicts.popitem(last=False)
@@ -393,6 +446,7 @@ class PlantView:
                         "yield": yield_pct(lv.counts),
                         "model": lv.model,
                         "drift": sorted(lv.drift.values(), key=lambda d: d["since"]),
+                        "shadow": _shadow_json(lv.shadow),
                         "latency": {
                             "points": [[round(t, 3), round(s, 4)] for t, s in lv.latencies],
                             "p50": _percentile(recent, 0.5),
@@ -401,9 +455,7 @@ class PlantView:
                         },
                         "cameras": [c.to_json(now) for c in lv.cameras.values()],
                         "episodes": sorted(lv.episodes.values(), key=lambda e: e["since"]),
-                        "manual_inspection": sorted(
-                            lv.manual.values(), key=lambda e: e["since"]
-                        ),
+                        "manual_inspection": sorted(lv.manual.values(), key=lambda e: e["since"]),
                         "gallery": [
                             gallery_item(self._shown[vid])
                             for vid in lv.gallery

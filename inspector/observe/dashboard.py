@@ -62,8 +62,8 @@ from inspector.telemetry.metrics import (
 
 log = logging.getLogger(__name__)
 
-# A shadow's verdicts are a candidate's opinion, never the line's: not on the dashboard.
-NOT_SHOWN = frozenset({"shadow-verdicts"})
+# Every feed kind is read; a shadow's verdicts only feed the shadow panel (PlantView).
+NOT_SHOWN: frozenset[str] = frozenset()
 
 STATIC = Path(__file__).parent / "static"
 COOKIE = "inspector_dashboard"

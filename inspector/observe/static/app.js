@@ -110,6 +110,13 @@ function renderLine(line, now) {
   setText($(".latency-text", card),
     `last ${ms(line.latency.last)} · p50 ${ms(line.latency.p50)} · p95 ${ms(line.latency.p95)}`);
   renderEpisodes(card, line.episodes);
+  const sh = line.shadow;
+  $(".shadow", card).hidden = !sh;
+  if (sh) {
+    setText($(".shadow", card), `shadow ${sh.model}: ${sh.compared} frames compared, agreement ` +
+      (sh.agreement == null ? "—" : `${(100 * sh.agreement).toFixed(1)}%`) +
+      `, new FAILs ${sh.new_fails}, missed FAILs ${sh.missed_fails}`);
+  }
   $(".drift", card).replaceChildren(...(line.drift || []).map((d) =>
     el("li", {}, `DRIFT on ${d.camera_id}: ${d.statistic} ` +
       (d.current_mean == null ? "" : `${d.reference_mean} → ${d.current_mean} `) +
