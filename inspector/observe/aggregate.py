@@ -196,12 +196,12 @@ def gallery_item(v: VerdictEvent) -> dict[str, Any]:
 
 
 SEEN_WINDOW = 20_000
-PAIR_WINDOW = 5_000  # verdict ids kept for pairing shadow and production verdicts
+PAIR_WINDOW = 5_000  # verdict ids kept for pairing shadow and production verdicts (at most)
 
 
-def _bounded_put(d: OrderedDict[str, Any], key: str, value: Any) -> None:
+def _bounded_put(d: OrderedDict[str, Any], key: str, value: Any, size: int) -> None:
     d[key] = value
-    if len(d) > PAIR_WINDOW:
+    if len(d) > size:
         d.popitem(last=False)
 
 
@@ -248,6 +248,7 @@ class PlantView:
         # whichever arrives second; both maps bounded (oldest dropped, unpaired).
         self._prod_outcome: OrderedDict[str, str] = OrderedDict()
         self._shadow_pending: OrderedDict[str, VerdictEvent] = OrderedDict()
+        self._pair_size = min(PAIR_WINDOW, seen_window)
 
     def known(self, line_id: str, camera_id: str) -> bool:
         return (line_id, camera_id) in self._sources
@@ -338,7 +339,7 @@ class PlantView:
             return False
         prod = self._prod_outcome.get(s.verdict_id)
         if prod is None:
-            _bounded_put(self._shadow_pending, s.verdict_id, s)
+            _bounded_put(self._shadow_pending, s.verdict_id, s, self._pair_size)
         else:
             self._pair(prod, s)
         return True
@@ -355,7 +356,7 @@ class PlantView:
         sv["missed_fails"] += prod == "FAIL" and s.verdict != "FAIL"
 
     def _remember(self, v: VerdictEvent) -> None:
-        _bounded_put(self._prod_outcome, v.verdict_id, v.verdict)
+        _bounded_put(self._prod_outcome, v.verdict_id, v.verdict, self._pair_size)
         pending = self._shadow_pending.pop(v.verdict_id, None)
         if pending is not None and pending.line_id in self.lines:
             self._pair(v.verdict, pending)
