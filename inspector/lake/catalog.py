@@ -25,13 +25,19 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
 from pyiceberg.exceptions import ValidationError as MetadataInvalid
-from pyiceberg.table import Table
+from pyiceberg.expressions import AlwaysTrue
+from pyiceberg.table import FileScanTask, Table
+from pyiceberg.types import IcebergType
 
-from inspector.config import LakeSettings
+from inspector.config import LakeSettings, redact_uri
 from inspector.lake.tables import OFFSETS_PROPERTY, OWNER_PROPERTY, TableSpec
 
 log = logging.getLogger(__name__)
 
+EVOLVED_DOC = "added by schema evolution: a newer producer's optional field"
+# Snapshot summary property of a compaction: how many files it rewrote.
+COMPACTED_PROPERTY = "inspector.compacted-files"
+REWRITE_BYTES_FACTOR = 4  # one rewrite reads at most 4 × compact_small_bytes
 NO_RETRY = {"commit.retry.num-retries": "0"}
 # Every commit writes a new metadata file; keep the last 100, delete older ones.
 METADATA_FILES = {
@@ -52,14 +58,23 @@ Offsets = dict[int, int]  # partition -> next offset
 
 
 def open_catalog(settings: LakeSettings) -> Catalog:
+    """The SQL catalog (SQLite, or PostgreSQL through psycopg 3 with ``postgresql://``)
+    whose FileIO reaches the warehouse (local disk, or S3 with ``lake.s3``)."""
     uri = settings.resolved_catalog_uri()
     warehouse = settings.resolved_warehouse()
     if uri.startswith("sqlite:///") and not settings.catalog_uri:
         Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    props = settings.s3.fileio_properties() if settings.s3 else {}
+    if not uri.startswith("sqlite"):
+        # a pooled connection to a database server that restarted is dead: test it
+        # before use, so the first commit after an outage does not fail on it
+        props["pool_pre_ping"] = "true"
     try:
-        return SqlCatalog(settings.catalog_name, uri=uri, warehouse=warehouse)
+        return SqlCatalog(settings.catalog_name, uri=uri, warehouse=warehouse, **props)
     except Exception as exc:
-        raise CatalogUnavailable(f"catalog {uri}: {type(exc).__name__}: {exc}") from exc
+        shown = redact_uri(uri)
+        detail = (str(exc).replace(uri, shown).splitlines() or [""])[0]  # one line
+        raise CatalogUnavailable(f"catalog {shown}: {type(exc).__name__}: {detail}") from exc
 
 
 def offsets_of(table: Table, topic: str) -> Offsets:
@@ -136,6 +151,29 @@ def open_table(catalog: Catalog, namespace: str, spec: TableSpec) -> Table:
     return table
 
 
+def _small_files(table: Table, min_files: int, small_bytes: int) -> list[FileScanTask]:
+    """The small files of the partition that has the most (at least ``min_files``),
+    at most ``REWRITE_BYTES_FACTOR × small_bytes`` of them in one rewrite."""
+    if table.current_snapshot() is None:
+        return []
+    groups: dict[tuple[int, Any], list[FileScanTask]] = {}
+    for task in table.scan().plan_files():
+        f = task.file
+        if f.file_size_in_bytes < small_bytes and not task.delete_files:
+            groups.setdefault((f.spec_id, f.partition), []).append(task)  # Record: hashable
+    best = max(groups.values(), key=len, default=[])
+    if len(best) < min_files:
+        return []
+    picked: list[FileScanTask] = []
+    total = 0
+    for task in sorted(best, key=lambda t: t.file.file_size_in_bytes):
+        if picked and total + task.file.file_size_in_bytes > REWRITE_BYTES_FACTOR * small_bytes:
+            break
+        picked.append(task)
+        total += task.file.file_size_in_bytes
+    return picked if len(picked) >= 2 else []
+
+
 @dataclass
 class CommitResult:
     committed: bool
@@ -147,6 +185,8 @@ class CommitResult:
 
 class LakeTableWriter:
     """One table: reads its offsets and commits batches conditionally."""
+
+    EVOLVE_ATTEMPTS = 10
 
     def __init__(self, catalog: Catalog, namespace: str, spec: TableSpec, topic: str) -> None:
         self.catalog = catalog
@@ -175,6 +215,43 @@ class LakeTableWriter:
 
     def offsets(self) -> Offsets:
         return offsets_of(self.table(), self.topic)
+
+    @property
+    def own_columns(self) -> frozenset[str]:
+        """The columns the table is created with; evolution never fills these."""
+        return frozenset(f.name for f in self.spec.schema.fields)
+
+    def columns(self) -> dict[str, IcebergType]:
+        """The table's columns as last read (no catalog call: the spec's if never read)."""
+        schema = self._table.schema() if self._table is not None else self.spec.schema
+        return {f.name: f.field_type for f in schema.fields}
+
+    def evolve(self, wanted: dict[str, IcebergType]) -> dict[str, IcebergType]:
+        """Add the ``wanted`` columns the table lacks (nullable, documented as added by
+        evolution) and return the table's columns after. A column another committer
+        added meanwhile is kept with its type (the caller re-fits its rows). Raises
+        CatalogUnavailable."""
+        for _ in range(self.EVOLVE_ATTEMPTS):
+            table = self.table()
+            have = {f.name: f.field_type for f in table.schema().fields}
+            missing = {n: t for n, t in wanted.items() if n not in have}
+            if not missing:
+                return have
+            try:
+                with table.update_schema() as update:
+                    for name, kind in missing.items():
+                        update.add_column(name, kind, doc=EVOLVED_DOC)
+            except CommitFailedException:
+                continue  # another committer moved the table: re-read, try again
+            except Exception as exc:
+                raise CatalogUnavailable(
+                    f"adding columns {sorted(missing)} to {self.ident}: {type(exc).__name__}: {exc}"
+                ) from exc
+            log.info("columns added", extra={"table": self.ident, "columns": sorted(missing)})
+        raise CatalogUnavailable(
+            f"{self.ident}: adding columns lost {self.EVOLVE_ATTEMPTS} times to concurrent "
+            "committers"
+        )
 
     def commit(
         self, rows: list[dict[str, Any]], base: dict[int, int | None], ends: Offsets
@@ -207,6 +284,62 @@ class LakeTableWriter:
                 f"committing to {self.ident}: {type(exc).__name__}: {exc}"
             ) from exc
         return CommitResult(True, rows=len(rows))
+
+    def compact(self, *, min_files: int, small_bytes: int, max_partitions: int) -> list[int]:
+        """Rewrite the small data files of up to ``max_partitions`` partitions (those
+        with at least ``min_files`` files under ``small_bytes``), each into as few files
+        as its rows need; returns the number of files each rewrite replaced.
+
+        One overwrite snapshot per partition, built on the snapshot the files were read
+        from: if anyone commits in between, the catalog refuses it (the next round
+        tries again) and nothing is lost or doubled. The snapshot carries the table's
+        offsets unchanged, so where to resume never depends on older snapshots.
+        Raises CatalogUnavailable."""
+        done: list[int] = []
+        for _ in range(max_partitions):
+            table = self.table()
+            group = _small_files(table, min_files, small_bytes)
+            if not group:
+                break
+            try:
+                replaced = self._rewrite(table, group)
+            except CommitFailedException:
+                break  # another committer moved the table: next round
+            except (LakeError, CatalogUnavailable):
+                raise
+            except Exception as exc:
+                raise CatalogUnavailable(
+                    f"compacting {self.ident}: {type(exc).__name__}: {exc}"
+                ) from exc
+            done.append(replaced)
+        return done
+
+    def _rewrite(self, table: Table, group: list[FileScanTask]) -> int:
+        from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
+
+        arrow = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue()).to_table(group)
+        offsets = offsets_of(table, self.topic)
+        props = {
+            OFFSETS_PROPERTY: orjson.dumps(
+                {self.topic: {str(p): o for p, o in sorted(offsets.items())}}
+            ).decode(),
+            COMPACTED_PROPERTY: str(len(group)),
+        }
+        with table.transaction() as tx, tx.update_snapshot(props).overwrite() as rewrite:
+            for task in group:
+                rewrite.delete_data_file(task.file)
+            for data_file in _dataframe_to_data_files(
+                table_metadata=tx.table_metadata,
+                write_uuid=rewrite.commit_uuid,
+                df=arrow,
+                io=table.io,
+            ):
+                rewrite.append_data_file(data_file)
+        log.info(
+            "small files compacted",
+            extra={"table": self.ident, "files": len(group), "rows": arrow.num_rows},
+        )
+        return len(group)
 
     def expire(self, older_than_s: float) -> int:
         """Expire snapshots older than ``older_than_s`` seconds (never the current one,

@@ -39,28 +39,39 @@ def register(app: typer.Typer) -> None:
         since: str | None = typer.Option(
             None, "--since", help="From (UTC): 2026-09-21, 2026-09-21T06:00, or 7d / 12h ago."
         ),
-        until: str | None = typer.Option(None, "--until", help="Until (exclusive), same forms."),
+        until: str | None = typer.Option(
+            None, "--until", help="Until (exclusive), same forms; default now."
+        ),
         line: list[str] = typer.Option([], "--line", "-l", help="Only these lines (repeat)."),
-        by: str = typer.Option(
-            "line,day", "--by", help="Group by: line, day, shift, camera, model."
+        by: str | None = typer.Option(
+            None,
+            "--by",
+            help="Group by: line, day, hour, shift, camera, model (default line,day for yield, "
+            "latency and fpy; pareto and faults are plant-wide unless --by is given).",
         ),
         report: list[str] = typer.Option(
-            [], "--report", "-r", help="yield, pareto, faults, latency (repeat; default all)."
+            [],
+            "--report",
+            "-r",
+            help="yield, pareto, faults, latency, fpy, stops, uptime (repeat; default all "
+            "whose table lake.tables writes).",
         ),
         fmt: str = typer.Option("table", "--format", "-f", help="table, csv or json."),
     ) -> None:
-        """Yield, defect ppm, defect Pareto, FAULT share by rule and capture→verdict
-        latency, computed with DuckDB over the lake's verdicts table."""
+        """Yield, defect ppm, defect Pareto by class and severity, FAULT share by rule,
+        capture→verdict latency, first-pass yield per part, stop-line downtime per line
+        and camera uptime, computed with DuckDB over the lake's tables."""
         import orjson
 
         from inspector.lake.catalog import CatalogUnavailable, LakeError
         from inspector.lake.kpi import (
             REPORTS,
+            TABLE_OF,
             Window,
-            compute,
             parse_by,
             parse_time,
-            scan_verdicts,
+            run_reports,
+            shift_sql,
             to_csv,
             to_table,
         )
@@ -71,8 +82,11 @@ def register(app: typer.Typer) -> None:
         bad = [r for r in report if r not in REPORTS]
         if bad:
             raise fail(f"--report takes {', '.join(REPORTS)}; got {bad}")
+        reports = tuple(report) or tuple(r for r in REPORTS if TABLE_OF[r] in cfg.lake.tables)
         try:
-            dims = parse_by(by)
+            dims = parse_by(by or "line,day")
+            if "shift" in dims:
+                shift_sql(cfg.lake.shifts)  # refuses an empty shift calendar
             window = Window(
                 since=parse_time(since) if since else None,
                 until=parse_time(until) if until else None,
@@ -80,20 +94,18 @@ def register(app: typer.Typer) -> None:
             )
         except ValueError as exc:
             raise fail(str(exc)) from None
+        now = window.end()
         try:
-            arrow = scan_verdicts(cfg, window)
+            out = run_reports(cfg, window, reports, dims, dims if by else None, now)
         except (LakeError, CatalogUnavailable) as exc:
             raise fail(str(exc), 1) from None
         except Exception as exc:  # the catalog or warehouse could not be read
             raise fail(f"reading the lake: {type(exc).__name__}: {exc}", 1) from None
-        try:
-            out = compute(arrow, dims, tuple(report) or REPORTS, cfg.lake.shifts)
-        except ValueError as exc:
-            raise fail(str(exc)) from None
         if fmt == "json":
             meta = {
                 "since": window.since.isoformat() if window.since else None,
                 "until": window.until.isoformat() if window.until else None,
+                "end": now.isoformat(),
                 "lines": list(window.lines),
                 "by": dims,
             }

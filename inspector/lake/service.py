@@ -12,7 +12,7 @@ from inspector.bus.kafka import (
     make_producer,
     stage_consumer,
 )
-from inspector.config import PlantConfig
+from inspector.config import PlantConfig, redact_uri
 from inspector.lake.catalog import CatalogUnavailable, LakeTableWriter, open_catalog
 from inspector.lake.sink import Sink, SinkStats
 from inspector.lake.tables import SPECS
@@ -83,7 +83,7 @@ class SinkService:
             "sink started",
             extra={
                 "tables": [w.ident for w in self.writers.values()],
-                "catalog": self.cfg.lake.resolved_catalog_uri(),
+                "catalog": redact_uri(self.cfg.lake.resolved_catalog_uri()),
                 "warehouse": self.cfg.lake.resolved_warehouse(),
                 "group": self.cfg.lake.group_id,
             },

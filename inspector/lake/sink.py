@@ -44,7 +44,8 @@ from inspector.bus.kafka import (
     poll_batch,
 )
 from inspector.config import LakeSettings
-from inspector.events import EventError, decode
+from inspector.events import EventError, decode, decode_evolving
+from inspector.lake import evolve
 from inspector.lake.catalog import CatalogUnavailable, LakeTableWriter
 from inspector.telemetry import tracing
 from inspector.telemetry.metrics import DEAD_LETTERS, LAKE_COMMITS, LAKE_PARTITIONS, LAKE_ROWS
@@ -66,10 +67,17 @@ class Pending:
     # (partition, offset) -> (the record's traceparent, when it was buffered, ns); only
     # while spans are recorded
     traces: dict[tuple[int, int], tuple[str, int]] = field(default_factory=dict)
+    # columns buffered rows asked for that the table does not have yet (added at the
+    # commit), and the records behind those rows, to dead-letter one that a concurrent
+    # sink's evolution made a misfit
+    planned: dict[str, Any] = field(default_factory=dict)
+    evolving: dict[tuple[int, int], tuple[KafkaMessage, dict[str, Any]]] = field(
+        default_factory=dict
+    )
 
     def clear(self) -> None:
         self.rows, self.nbytes, self.since, self.ends = [], 0, None, {}
-        self.traces = {}
+        self.traces, self.planned, self.evolving = {}, {}, {}
 
 
 @dataclass
@@ -82,6 +90,8 @@ class SinkStats:
     lost_rows: int = 0
     outages: int = 0
     expired_snapshots: int = 0
+    compactions: int = 0
+    compacted_files: int = 0
 
 
 class Sink:
@@ -116,6 +126,7 @@ class Sink:
         self._backoff = 0.5
         self.stats = SinkStats()
         self._expired_at = clock()
+        self._compacted_at = clock()
         self.traced = False  # spans recorded (an SDK is set up): asked once per step
 
     # ------------------------------------------------------------------ rebalance
@@ -214,28 +225,81 @@ class Sink:
         if pend.since is None:
             pend.since = self.clock()
         pend.ends[p] = off + 1
-        spec = self.writers[topic].spec
         too_big = oversize_error(msg, self.max_message_bytes)
         if too_big:
             self._dead_letter(msg, "oversized", too_big)
             return
         try:
-            event = decode(msg.value(), msg.headers(), spec.payload)
-            raw = (msg.value() or b"").decode()
-            row = spec.row(event)
+            row = self._row(msg, pend)
         except EventError as exc:
             self._dead_letter(msg, exc.reason, exc.detail)
+            return
+        except evolve.Misfit as exc:
+            self._dead_letter(msg, evolve.REASON, str(exc))
             return
         except Exception as exc:  # a row builder bug must not stop the sink either
             self._dead_letter(msg, "lake_row", f"{type(exc).__name__}: {exc}")
             return
-        row.update(kafka_partition=p, kafka_offset=off, raw=raw)
+        raw = row["raw"]
+        row.update(kafka_partition=p, kafka_offset=off)
         pend.rows.append(row)
         if self.traced:
             tp = tracing.traceparent_from_headers(msg.headers())
             if tp is not None:
                 pend.traces[(p, off)] = (tp, time.time_ns())
         pend.nbytes += len(raw) + ROW_OVERHEAD
+
+    def _row(self, msg: KafkaMessage, pend: Pending) -> dict[str, Any]:
+        """The record's row; an unknown top-level field fills (or plans) a column."""
+        writer = self.writers[msg.topic() or ""]
+        spec = writer.spec
+        if not self.settings.evolve_schema:
+            row = spec.row(decode(msg.value(), msg.headers(), spec.payload))
+        else:
+            event, extras = decode_evolving(msg.value(), msg.headers(), spec.payload)
+            row = spec.row(event)
+            if extras:
+                cells, new = evolve.fit(
+                    extras,
+                    columns=writer.columns(),
+                    planned=pend.planned,
+                    own=writer.own_columns,
+                    max_added=self.settings.max_added_columns,
+                )
+                row.update(cells)
+                if new or any(n in pend.planned for n in cells):
+                    pend.planned.update(new)
+                    key = (msg.partition() or 0, msg.offset() or 0)
+                    pend.evolving[key] = (msg, extras)
+        row["raw"] = (msg.value() or b"").decode()
+        return row
+
+    def _evolve(self, topic: str, pend: Pending) -> None:
+        """Add the columns the buffered rows asked for; a row whose value no longer
+        fits (a concurrent sink added the same column with another type) is
+        dead-lettered and leaves the batch. Raises CatalogUnavailable."""
+        if not pend.planned:
+            return
+        columns = self.writers[topic].evolve(pend.planned)
+        keep = []
+        for row in pend.rows:
+            entry = pend.evolving.get((row["kafka_partition"], row["kafka_offset"]))
+            if entry is not None:
+                msg, extras = entry
+                try:
+                    row.update(
+                        {
+                            n: evolve.cell(n, v, columns[n])
+                            for n, v in extras.items()
+                            if n in columns
+                        }
+                    )
+                except evolve.Misfit as exc:
+                    self._dead_letter(msg, evolve.REASON, str(exc))
+                    continue
+            keep.append(row)
+        pend.rows = keep
+        pend.planned, pend.evolving = {}, {}
 
     def _dead_letter(self, msg: KafkaMessage, reason: str, detail: str) -> None:
         self.dlq.send(msg, reason, detail)
@@ -260,6 +324,7 @@ class Sink:
         except DeliveryFailed as exc:
             raise CatalogUnavailable(f"dead-letter topic not acknowledging: {exc}") from exc
         writer = self.writers[topic]
+        self._evolve(topic, pend)
         for attempt in range(self.settings.commit_attempts):
             base = {p: self.base.get((topic, p)) for p in pend.ends}
             res = writer.commit(pend.rows, base, dict(pend.ends))
@@ -348,6 +413,19 @@ class Sink:
                 self.stats.expired_snapshots += n
                 log.info("snapshots expired", extra={"table": w.ident, "snapshots": n})
 
+    def compact(self) -> None:
+        """Compact small files of every table (raises CatalogUnavailable)."""
+        s = self.settings
+        for w in self.writers.values():
+            for files in w.compact(
+                min_files=s.compact_min_files,
+                small_bytes=s.compact_small_bytes,
+                max_partitions=s.compact_max_partitions,
+            ):
+                self.stats.compactions += 1
+                self.stats.compacted_files += files
+                LAKE_COMMITS.labels(w.spec.name, "compacted").inc()
+
     def _commit_group(self, topic: str, ends: dict[int, int]) -> None:
         """The group's offsets follow the table's, for lag tools only; never read back."""
         with contextlib.suppress(KafkaException):
@@ -428,6 +506,9 @@ class Sink:
             if now - self._expired_at >= self.settings.expire_every_s:
                 self._expired_at = now
                 self.expire()
+            if now - self._compacted_at >= self.settings.compact_every_s:
+                self._compacted_at = now
+                self.compact()
         except CatalogUnavailable as exc:
             self._go_down(str(exc))
 

@@ -31,6 +31,7 @@ from inspector.events import (
     ActionEvent,
     CameraStatusEvent,
     DefectEvent,
+    DriftEvent,
     Finding,
     Payload,
     VerdictEvent,
@@ -141,6 +142,24 @@ def camera_status_row(c: CameraStatusEvent) -> dict[str, Any]:
         "reconnects": c.reconnects,
         "stalls": c.stalls,
         "fps": c.fps,
+    }
+
+
+def drift_row(d: DriftEvent) -> dict[str, Any]:
+    return {
+        "camera_id": d.camera_id,
+        "line_id": d.line_id,
+        "state": d.state,
+        "statistic": d.statistic,
+        "psi": d.psi,
+        "ks_statistic": d.ks_statistic,
+        "ks_pvalue": d.ks_pvalue,
+        "reference_mean": d.reference_mean,
+        "current_mean": d.current_mean,
+        "window": d.window,
+        "model_name": d.model.name,
+        "model_version": d.model.version,
+        "at": _us(d.at),
     }
 
 
@@ -262,4 +281,41 @@ CAMERA_STATUS = TableSpec(
     ),
 )
 
-SPECS: dict[str, TableSpec] = {s.name: s for s in (VERDICTS, ACTIONS, CAMERA_STATUS, DEFECTS)}
+# A candidate's verdicts (``inspector shadow``): the same event and columns as the
+# line's verdicts, in a table of their own so no KPI ever counts them as the line's.
+SHADOW_VERDICTS = TableSpec(
+    name="shadow_verdicts",
+    topic_kind="shadow-verdicts",
+    payload=VerdictEvent,
+    time_column="captured_at",
+    row=verdict_row,
+    schema=VERDICTS.schema,
+)
+
+DRIFT = TableSpec(
+    name="drift",
+    topic_kind="drift",
+    payload=DriftEvent,
+    time_column="at",
+    row=drift_row,
+    schema=Schema(
+        _field(1, "camera_id", _S(), True),
+        _field(2, "line_id", _S(), True),
+        _field(3, "state", _S(), True, "raised or cleared"),
+        _field(4, "statistic", _S(), True),
+        _field(5, "psi", _D(), True, "population stability index vs the reference"),
+        _field(6, "ks_statistic", _D()),
+        _field(7, "ks_pvalue", _D()),
+        _field(8, "reference_mean", _D()),
+        _field(9, "current_mean", _D()),
+        _field(10, "window", _L(), True),
+        _field(11, "model_name", _S(), True),
+        _field(12, "model_version", _S(), True),
+        _field(13, "at", _T(), True),
+        *_KAFKA,
+    ),
+)
+
+SPECS: dict[str, TableSpec] = {
+    s.name: s for s in (VERDICTS, ACTIONS, CAMERA_STATUS, DEFECTS, SHADOW_VERDICTS, DRIFT)
+}
