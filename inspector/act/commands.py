@@ -1,4 +1,5 @@
-"""``inspector act``, ``inspector resume`` and ``inspector mes-stub``."""
+"""``inspector act``, ``inspector mqtt``, ``inspector bridge``, ``inspector resume`` and
+``inspector mes-stub``."""
 
 from __future__ import annotations
 
@@ -32,6 +33,58 @@ def register(app: typer.Typer) -> None:
         try:
             check_broker(cfg.kafka)
             run_act(cfg, Shutdown().install(), metrics_port=metrics_port)
+        except ServiceUnavailable as exc:
+            raise fail(str(exc), 1) from None
+
+    @app.command("mqtt")
+    def mqtt(
+        config: Path = ConfigOpt,
+        metrics_port: int | None = typer.Option(
+            None,
+            "--metrics-port",
+            help="Port of /metrics /healthz /readyz (default: mqtt.metrics_port).",
+        ),
+    ) -> None:
+        """Publish verdict summaries and line commands to an MQTT 5 broker (JSON or
+        Sparkplug B); a batch is committed once the broker acknowledged it."""
+        from inspector.act.mqtt import check_mqtt, run_mqtt
+        from inspector.bus.kafka import ServiceUnavailable, Shutdown, check_broker
+        from inspector.telemetry.logs import setup_logging
+
+        cfg = load_or_exit(config)
+        if cfg.mqtt is None:
+            raise fail(f"{config}: no mqtt section (mqtt.host at least)")
+        setup_logging("mqtt", cfg.observe.log_format)
+        traces_or_exit(cfg, "mqtt")
+        try:
+            check_broker(cfg.kafka)
+            check_mqtt(cfg)
+            run_mqtt(cfg, Shutdown().install(), metrics_port=metrics_port)
+        except ServiceUnavailable as exc:
+            raise fail(str(exc), 1) from None
+
+    @app.command("bridge")
+    def bridge(
+        config: Path = ConfigOpt,
+        metrics_port: int | None = typer.Option(
+            None,
+            "--metrics-port",
+            help="Port of /metrics /healthz /readyz (default: bridge.port).",
+        ),
+    ) -> None:
+        """Deliver line commands to the line's controllers (bridge.targets: OPC UA PLCs)."""
+        from inspector.act.bridge_service import run_bridge
+        from inspector.bus.kafka import ServiceUnavailable, Shutdown, check_broker
+        from inspector.telemetry.logs import setup_logging
+
+        cfg = load_or_exit(config)
+        setup_logging("bridge", cfg.observe.log_format)
+        traces_or_exit(cfg, "bridge")
+        if not cfg.bridge.targets:
+            raise fail("bridge.targets is empty: nothing to deliver line commands to")
+        try:
+            check_broker(cfg.kafka)
+            run_bridge(cfg, Shutdown().install(), metrics_port=metrics_port)
         except ServiceUnavailable as exc:
             raise fail(str(exc), 1) from None
 

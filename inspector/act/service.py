@@ -140,9 +140,7 @@ def resume_line(
     """
     cfg.line(line_id)  # KeyError for an unknown line
     client = client or connect(cfg.redis)
-    stop_wfs = [
-        w.name for w in cfg.workflows if isinstance(w, StopLineWorkflow | DegradedWorkflow)
-    ]
+    stop_wfs = [w.name for w in cfg.workflows if isinstance(w, StopLineWorkflow | DegradedWorkflow)]
     episodes = open_episodes(client, cfg.redis.key_prefix, line_id, stop_wfs)
     now = time.time()
     ids = sorted(str(e["episode_id"]) for e in episodes.values())
@@ -178,8 +176,9 @@ def resume_line(
         )
     for topic, payload in out:
         value, headers = encode(payload, source=SOURCE, time=now)
-        producer.produce(topic, value=value, key=line_id.encode(), headers=headers,
-                         on_delivery=tracker)
+        producer.produce(
+            topic, value=value, key=line_id.encode(), headers=headers, on_delivery=tracker
+        )
     try:
         tracker.flush(producer, 15)
     finally:
@@ -189,8 +188,9 @@ def resume_line(
     with redis_errors("clearing stop episodes"):
         pipe = client.pipeline(transaction=True)
         for wf in stop_wfs:
-            pipe.delete(keys.episode(wf, line_id), keys.window(wf, line_id),
-                        keys.faults(wf, line_id))
+            pipe.delete(
+                keys.episode(wf, line_id), keys.window(wf, line_id), keys.faults(wf, line_id)
+            )
         pipe.execute()
     for wf in episodes:
         ACTIONS.labels(wf, "fired").inc()

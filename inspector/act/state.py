@@ -23,6 +23,9 @@ Key layout (``<p>`` = ``redis.key_prefix``)::
     <p>:act:counted                    HASH "<topic>:<partition>" → last counted offset
     <p>:act:outbox                     ZSET delivery id → next attempt (epoch ms)
     <p>:act:delivery:<id>              HASH a queued webhook delivery
+    <p>:act:bridge:<target>:<command>  STRING json outcome of a line command at a bridge
+                                       target (delivered / failed / given_up), TTL
+                                       act.dedup_ttl_s
 """
 
 from __future__ import annotations
@@ -85,6 +88,9 @@ class Keys:
 
     def delivery(self, delivery_id: str) -> str:
         return f"{self.p}:delivery:{delivery_id}"
+
+    def bridged(self, target: str, command_id: str) -> str:
+        return f"{self.p}:bridge:{target}:{command_id}"
 
 
 # --------------------------------------------------------------------------- scripts

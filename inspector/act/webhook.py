@@ -146,8 +146,9 @@ class WebhookSender:
                 pause = self.cfg.act.outbox_poll_s
             except StoreUnavailable as exc:
                 if self.healthy:
-                    log.warning("webhook deliveries paused: Redis unreachable",
-                                extra={"error": str(exc)})
+                    log.warning(
+                        "webhook deliveries paused: Redis unreachable", extra={"error": str(exc)}
+                    )
                 self.healthy = False
                 sent = 0
                 pause = min(pause * 2, 5.0)
@@ -200,14 +201,16 @@ class WebhookSender:
             with redis_errors("completing a webhook delivery"):
                 self._complete(d.id)
             self.delivered += 1
-            log.info("webhook delivered",
-                     extra={"workflow": wf.name, "webhook_id": d.id, "attempt": attempt_no})
+            log.info(
+                "webhook delivered",
+                extra={"workflow": wf.name, "webhook_id": d.id, "attempt": attempt_no},
+            )
             return
         elapsed = time.time() - d.first_at
         if not result.retryable:
             self._give_up(d, attempt_no, result.detail, "webhook_rejected")
         elif attempt_no >= wf.retry.max_attempts or elapsed >= wf.retry.give_up_after_s:
-            why = (f"{result.detail}; gave up after {attempt_no} attempts in {elapsed:.1f}s")
+            why = f"{result.detail}; gave up after {attempt_no} attempts in {elapsed:.1f}s"
             self._give_up(d, attempt_no, why, "webhook_given_up")
         else:
             delay = backoff_s(wf.retry, attempt_no, self.rng)
@@ -221,8 +224,13 @@ class WebhookSender:
                 pipe.execute()
             log.warning(
                 "webhook attempt failed, will retry",
-                extra={"workflow": wf.name, "webhook_id": d.id, "attempt": attempt_no,
-                       "error": result.detail, "retry_in_s": round(delay, 2)},
+                extra={
+                    "workflow": wf.name,
+                    "webhook_id": d.id,
+                    "attempt": attempt_no,
+                    "error": result.detail,
+                    "retry_in_s": round(delay, 2),
+                },
             )
 
     def _complete(self, did: str) -> None:
@@ -274,16 +282,22 @@ class WebhookSender:
             failed_at=time.time(),
         )
         value, headers = encode(rec, source=SOURCE, time=rec.failed_at)
-        self.producer.produce(self.cfg.topics.dlq, value=value, key=d.line_id.encode(),
-                              headers=headers)
+        self.producer.produce(
+            self.cfg.topics.dlq, value=value, key=d.line_id.encode(), headers=headers
+        )
         self._event(d, "given_up", attempt_no, detail)
         self.producer.flush(5)
         with redis_errors("dead-lettering a webhook delivery"):
             self._complete(d.id)
         log.error(
             "webhook given up, dead-lettered",
-            extra={"workflow": d.workflow, "webhook_id": d.id, "attempt": attempt_no,
-                   "reason": reason, "error": detail},
+            extra={
+                "workflow": d.workflow,
+                "webhook_id": d.id,
+                "attempt": attempt_no,
+                "reason": reason,
+                "error": detail,
+            },
         )
 
     def _discard(self, did: str, why: str) -> None:
@@ -324,6 +338,7 @@ class WebhookSender:
             at=time.time(),
         )
         value, headers = encode(ev, source=SOURCE, time=ev.at)
-        self.producer.produce(self.cfg.topics.actions, value=value, key=d.line_id.encode(),
-                              headers=headers)
+        self.producer.produce(
+            self.cfg.topics.actions, value=value, key=d.line_id.encode(), headers=headers
+        )
         ACTIONS.labels(d.workflow, outcome).inc()

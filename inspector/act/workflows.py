@@ -197,8 +197,9 @@ class ActEngine:
             value, headers = encode(payload, source=SOURCE, time=time.time())
             # Actions continue the frame's trace (ingest → worker → act).
             headers = tracing.with_traceparent(headers, tp)
-            producer.produce(topic, value=value, key=key.encode(), headers=headers,
-                             on_delivery=tracker)
+            producer.produce(
+                topic, value=value, key=key.encode(), headers=headers, on_delivery=tracker
+            )
         tracker.flush(producer)  # raises DeliveryFailed → the loop retries; records stay pending
         if fx.pending:
             with redis_errors("marking actions done"):
@@ -315,8 +316,12 @@ class ActEngine:
         with redis_errors("deciding divert"):
             result = self.scripts.divert(
                 keys=[key, self.keys.debounce(wf.name, v.line_id, part)],
-                args=[int(wf.debounce_s * 1000), self.cfg.act.dedup_ttl_s, time.time(),
-                      v.verdict_id],
+                args=[
+                    int(wf.debounce_s * 1000),
+                    self.cfg.act.dedup_ttl_s,
+                    time.time(),
+                    v.verdict_id,
+                ],
             )
         _, rec = self._record(fx, key, result)
         at = float(rec["at"])
@@ -381,8 +386,9 @@ class ActEngine:
         ep = rec.get("episode_id")
         detail = f"{rec.get('trigger')}: {rec.get('fails')} fails, {rec.get('faults')} faults"
         if rec["state"] == "done":
-            self._event(fx, wf, v, "suppressed_dedup", time.time(), episode_id=ep,
-                        detail=rec["decision"])
+            self._event(
+                fx, wf, v, "suppressed_dedup", time.time(), episode_id=ep, detail=rec["decision"]
+            )
         elif rec["decision"] == "suppressed_cooldown":
             self._event(fx, wf, v, "suppressed_cooldown", at, episode_id=ep, detail=detail)
         else:
@@ -451,8 +457,9 @@ class ActEngine:
             f"(last {v.rule}); divert to manual inspection"
         )
         if rec["state"] == "done":
-            self._event(fx, wf, v, "suppressed_dedup", time.time(), episode_id=ep,
-                        detail=rec["decision"])
+            self._event(
+                fx, wf, v, "suppressed_dedup", time.time(), episode_id=ep, detail=rec["decision"]
+            )
         elif rec["decision"] == "suppressed_cooldown":
             self._event(fx, wf, v, "suppressed_cooldown", at, episode_id=ep, detail=detail)
         else:

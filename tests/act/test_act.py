@@ -606,10 +606,10 @@ def test_malformed_verdicts_are_dead_lettered_and_the_stream_goes_on(
         cfg,
         cfg.topics.verdicts,
         [
-            (b"{not json", good_headers),  # type: ignore[list-item]
-            (trig_value, trig_headers),  # type: ignore[list-item]
-            (orjson.dumps(broken), good_headers),  # type: ignore[list-item]
-            (good_value, good_headers),  # type: ignore[list-item]
+            (b"{not json", good_headers),
+            (trig_value, trig_headers),
+            (orjson.dumps(broken), good_headers),
+            (good_value, good_headers),
         ],
         key=b"line-1",
     )
