@@ -23,9 +23,10 @@ def ingest(
         [], "--camera", help="Only these camera ids (repeatable); default: every camera."
     ),
 ) -> None:
-    """Read every configured RTSP camera and publish sampled frames to Kafka."""
+    """Read every configured camera (RTSP, GigE Vision) and publish sampled frames to Kafka."""
     from inspector.bus.crypto import KeyringError
     from inspector.bus.kafka import ServiceUnavailable, Shutdown
+    from inspector.ingest.gige import AravisUnavailable
     from inspector.ingest.privacy import PrivacyError
     from inspector.ingest.service import run_ingest
     from inspector.telemetry.logs import setup_logging
@@ -42,7 +43,7 @@ def ingest(
     shutdown = Shutdown().install()
     try:
         run_ingest(cfg, shutdown, cameras=camera or None, metrics_port=metrics_port)
-    except (ServiceUnavailable, PrivacyError, KeyringError) as exc:
+    except (ServiceUnavailable, PrivacyError, KeyringError, AravisUnavailable) as exc:
         raise fail(str(exc), 1) from None
     except OSError as exc:  # the metrics port is taken
         raise fail(f"cannot serve metrics/health: {exc}", 1) from None

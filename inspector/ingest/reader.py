@@ -3,6 +3,9 @@
 ``grab()`` runs for every frame the camera sends, ``retrieve()`` (the colour conversion
 and copy) only for sampled ones: reading slower than the camera's frame rate would let
 FFmpeg's buffer fill and frames go seconds stale.
+
+The camera itself is a :class:`~inspector.ingest.sources.FrameSource` (RTSP or GigE
+Vision); this state machine, its backoff, drops and metrics are the same for both.
 """
 
 from __future__ import annotations
@@ -12,14 +15,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from inspector.config import CameraSettings, IngestSettings
 from inspector.events import CameraState
-from inspector.ingest import rtsp
+from inspector.ingest.sources import Capture, FrameSource, OpenFailure, source_for
 from inspector.ingest.state import (
     Backoff,
     CameraStateMachine,
@@ -39,6 +41,7 @@ Image = npt.NDArray[np.uint8]
 LIVE_GRAB_S = 0.015
 CATCH_UP_LIMIT_S = 2.0  # give up skipping after this long (e.g. a camera in a burst mode)
 PROBE_INTERVAL_S = 0.25
+CLOSE_WAIT_S = 2.0  # at shutdown, for a source that closes in the background (GigE)
 
 
 @dataclass
@@ -46,7 +49,7 @@ class CapturedFrame:
     camera_id: str
     line_id: str
     seq: int
-    captured_at: float  # wall clock when grab() returned
+    captured_at: float  # wall clock when grab() returned, or the camera's own timestamp
     captured_mono: float
     image: Image
 
@@ -81,6 +84,7 @@ class CameraReader(threading.Thread):
         settings: IngestSettings,
         on_transition: Callable[[CameraReader, Transition], None],
         stop: threading.Event,
+        source: FrameSource | None = None,
     ) -> None:
         super().__init__(name=f"camera-{camera.id}", daemon=True)
         self.camera = camera
@@ -92,10 +96,11 @@ class CameraReader(threading.Thread):
         self.machine = CameraStateMachine(camera.id, lambda t: on_transition(self, t))
         self.backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s)
         self.sampler = Sampler(camera.sample_fps)
-        self.url_safe = rtsp.redact(camera.url)
-        self._cap: Any = None
+        self.source = source if source is not None else source_for(camera, settings)
+        self.url_safe = self.source.url_safe
+        self._cap: Capture | None = None
         self._seq = 0
-        self._last_frame_mono = 0.0
+        self._last_frame_mono = 0.0  # last frame, or (triggered camera) last sign of life
         self._opened_mono = 0.0
         self._live = False
         self._retry_at = 0.0
@@ -105,6 +110,19 @@ class CameraReader(threading.Thread):
     @property
     def state(self) -> CameraState | None:
         return self.machine.state
+
+    def software_trigger(self) -> bool:
+        """One frame from a software-triggered GigE camera; False when not streaming so."""
+        cap = self._cap
+        if cap is None or self.machine.state not in ("streaming", "stalled"):
+            return False
+        try:
+            return cap.software_trigger()
+        except Exception as exc:
+            log.warning(
+                "software trigger failed", extra={"camera": self.camera.id, "error": str(exc)}
+            )
+            return False
 
     def drop(self, reason: str, n: int = 1) -> None:
         FRAMES_DROPPED.labels(self.camera.id, reason).inc(n)
@@ -130,6 +148,10 @@ class CameraReader(threading.Thread):
             self.machine.transition("stopped", f"reader error: {type(exc).__name__}: {exc}")
             return
         self._release()
+        if not self.source.wait_closed(CLOSE_WAIT_S):
+            log.warning(
+                "camera connection still closing at shutdown", extra={"camera": self.camera.id}
+            )
         self.machine.transition("stopped", "ingest shutting down")
 
     def check_stall(self, now_mono: float | None = None) -> bool:
@@ -169,7 +191,7 @@ class CameraReader(threading.Thread):
             if (
                 self._probe_while_waiting
                 and time.monotonic() < self._retry_at
-                and rtsp.probe(self.camera.url, timeout_s=PROBE_INTERVAL_S).reachable
+                and self.source.probe(PROBE_INTERVAL_S).reachable
             ):
                 break
         if not self.stop_event.is_set():
@@ -177,22 +199,16 @@ class CameraReader(threading.Thread):
 
     def _connect(self) -> None:
         s = self.settings
-        first = rtsp.probe(self.camera.url, timeout_s=min(1.0, s.open_timeout_ms / 1000))
+        first = self.source.probe(min(1.0, s.open_timeout_ms / 1000))
         if not first.reachable:
             self._back_off(first.reason, probe=True)
             return
-        cap = rtsp.open_capture(self.camera.url, s.open_timeout_ms, s.read_timeout_ms)
-        if cap is None:
-            why = rtsp.probe(self.camera.url, "DESCRIBE", timeout_s=1.0)
-            detail = why.reason if why.status not in (None, 200) else "stream not decodable"
-            self._back_off(f"RTSP open failed: {detail}", probe=not why.reachable)
+        opened = self.source.open()
+        if isinstance(opened, OpenFailure):
+            self._back_off(opened.reason, probe=opened.probe)
             return
-        self._cap = cap
-        import cv2
-
-        w = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
-        h = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        fps = cap.get(cv2.CAP_PROP_FPS)
+        cap = self._cap = opened
+        w, h, fps = cap.width, cap.height, cap.fps
         want = (self.camera.width, self.camera.height)
         note = ""
         self._resize_to = None
@@ -204,26 +220,56 @@ class CameraReader(threading.Thread):
                 return
             self._resize_to = want
             note = f"; {mismatch}: resizing"
+        if cap.every_frame:
+            # a triggered camera sends nothing until triggered: open and alive is enough
+            self.sampler = Sampler(None)
+            now = time.monotonic()
+            self._opened_mono = self._last_frame_mono = now
+            self._live = True
+            self.backoff.reset()
+            self.machine.transition("streaming", f"{w}x{h}, triggered{note}")
+            return
         ok = cap.grab()
         if not ok:
-            self._back_off("opened but no frame arrived", probe=False)
+            lost = cap.lost_reason()
+            self._back_off(f"opened but no frame arrived{f': {lost}' if lost else ''}", probe=False)
             return
         now = time.monotonic()
         self._opened_mono = self._last_frame_mono = now
-        self._live = False
-        self.sampler.reset()
+        self._live = not cap.stale_on_open
+        self.sampler = Sampler(self.camera.sample_fps)
         self.stats.grabbed(now)
         self.backoff.reset()
         self.machine.transition("streaming", f"{w}x{h} at {fps:g} fps{note}")
+        if not cap.stale_on_open:  # that first frame is live: keep it
+            self._take(cap, now, time.time())
 
     def _read_one(self) -> None:
+        cap = self._cap
+        assert cap is not None
         t0 = time.monotonic()
-        ok = self._cap.grab()
+        ok = cap.grab()
         t1 = time.monotonic()
         wall = time.time()
+        for reason, n in cap.take_drops().items():
+            self.drop(reason, n)
         if not ok:
             blocked = t1 - t0
-            if blocked >= 0.8 * self.settings.read_timeout_ms / 1000:
+            lost = cap.lost_reason()
+            if lost is None and cap.every_frame:
+                # no trigger came: fine while the camera itself still answers
+                alive = self.source.probe(min(1.0, self.settings.read_timeout_ms / 1000))
+                if alive.reachable:
+                    self._last_frame_mono = time.monotonic()
+                    if self.machine.state == "stalled":
+                        self.machine.transition(
+                            "streaming", "camera answers again", only_from="stalled"
+                        )
+                    return
+                lost = alive.reason
+            if lost is not None:
+                reason = lost
+            elif blocked >= 0.8 * self.settings.read_timeout_ms / 1000:
                 reason = f"read timed out after {blocked:.1f} s (camera hung or network stalled)"
             else:
                 reason = "stream ended (camera closed the connection)"
@@ -238,9 +284,13 @@ class CameraReader(threading.Thread):
             if t1 - t0 < LIVE_GRAB_S and t1 - self._opened_mono < CATCH_UP_LIMIT_S:
                 return  # still draining what FFmpeg buffered during the open
             self._live = True
+        self._take(cap, t1, wall)
+
+    def _take(self, cap: Capture, t1: float, wall: float) -> None:
+        """Sample, decode and queue the grabbed frame."""
         if not self.sampler.take(t1):
             return
-        ok, image = self._cap.retrieve()
+        ok, image = cap.retrieve()
         if not ok or image is None:
             self.drop("decode_failed")
             return
@@ -249,7 +299,9 @@ class CameraReader(threading.Thread):
             if image is None:
                 return
         self.stats.frames_sampled += 1
-        frame = CapturedFrame(self.camera.id, self.line_id, self._seq, wall, t1, image)
+        stamped = cap.captured_at()
+        captured_at = wall if stamped is None else stamped
+        frame = CapturedFrame(self.camera.id, self.line_id, self._seq, captured_at, t1, image)
         self._seq += 1
         if self.queue.put(frame) is not None:
             self.drop("queue_full")

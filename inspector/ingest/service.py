@@ -21,7 +21,9 @@ from inspector.bus.crypto import store_sealer
 from inspector.bus.kafka import Shutdown, check_broker, ensure_topics, make_producer
 from inspector.bus.store import FrameStore, connect
 from inspector.config import PlantConfig
+from inspector.events import PartTrigger
 from inspector.ingest import rtsp
+from inspector.ingest.gige import check_available
 from inspector.ingest.privacy import PrivacyFilter, build_filters
 from inspector.ingest.publisher import FramePublisher, StatusPublisher
 from inspector.ingest.reader import CameraReader
@@ -31,6 +33,9 @@ from inspector.telemetry.health import HealthServer, Heartbeat, serve_health
 log = logging.getLogger(__name__)
 
 SUPERVISE_EVERY_S = 0.25
+# A part trigger older than this does not fire a software-triggered camera: the part
+# has likely moved on (and the trigger consumer replays old triggers at start).
+SOFTWARE_TRIGGER_MAX_AGE_S = 2.0
 
 
 def new_run_id() -> str:
@@ -66,6 +71,7 @@ class IngestService:
                 raise KeyError(f"unknown camera ids: {sorted(unknown)}")
         self.stop_event = threading.Event()
         self.readers: list[CameraReader] = []
+        self._by_camera: dict[str, CameraReader] = {}
         self.heartbeat = Heartbeat()
         self.health: HealthServer | None = None
         self.store: FrameStore | None = None
@@ -86,8 +92,11 @@ class IngestService:
     def start(self) -> IngestService:
         """Raises ServiceUnavailable (one actionable line) if the broker or Redis is down,
         PrivacyError if a camera's redaction model cannot be used, KeyringError if the
-        encryption keys are configured but unusable."""
+        encryption keys are configured but unusable, AravisUnavailable if a gige://
+        camera is configured and Aravis cannot be imported."""
         cfg = self.cfg
+        # A gige:// camera without Aravis installed: one line, before anything starts.
+        check_available([cam for _, cam in self.cameras])
         # First: a camera whose privacy cannot be guaranteed must not start at all.
         self.privacy = build_filters(cfg, [cam for _, cam in self.cameras])
         sealer = store_sealer(cfg)  # KeyringError: keys configured but unusable
@@ -133,7 +142,9 @@ class IngestService:
         )
         self._start_thread("kafka-poll", self._poll_loop)
         if self.use_triggers:
-            loop = trigger_loop(cfg, self.tagger, self._trigger_shutdown, self.run_id)
+            loop = trigger_loop(
+                cfg, self.tagger, self._trigger_shutdown, self.run_id, self._software_trigger
+            )
             self._trigger_thread = threading.Thread(
                 target=self._run_trigger_loop, args=(loop,), name="triggers", daemon=True
             )
@@ -141,6 +152,7 @@ class IngestService:
         for line_id, cam in self.cameras:
             reader = CameraReader(cam, line_id, cfg.ingest, self.status, self.stop_event)
             self.readers.append(reader)
+            self._by_camera[cam.id] = reader
             self._start_thread(f"publish-{cam.id}", self._publish_loop, reader)
             reader.start()
         checks = {"broker": self._broker_ready}
@@ -173,6 +185,29 @@ class IngestService:
             loop.run()
         except Exception:
             log.exception("part-trigger consumer stopped; frames go untagged")
+
+    def _software_trigger(self, trig: PartTrigger) -> None:
+        """A part entering a software-triggered GigE camera's view: take its frame.
+
+        Only a fresh enter fires (the trigger consumer replays the topic from the start);
+        the frame, captured after ``trig.at``, is tagged with the part's id as usual.
+        """
+        if trig.event != "enter":
+            return
+        reader = self._by_camera.get(trig.camera_id)
+        if reader is None or not reader.camera.is_gige:
+            return
+        if reader.camera.gige_settings.trigger != "software":
+            return
+        age = time.time() - trig.at
+        if age > SOFTWARE_TRIGGER_MAX_AGE_S:
+            log.info(
+                "stale part trigger not fired",
+                extra={"camera": trig.camera_id, "part": trig.part_id, "age_s": round(age, 3)},
+            )
+            return
+        if not reader.software_trigger():
+            reader.drop("trigger_not_streaming")
 
     def _broker_ready(self) -> bool:
         assert self.frames_producer is not None

@@ -69,7 +69,11 @@ class PartTagger:
 
 
 def trigger_loop(
-    cfg: PlantConfig, tagger: PartTagger, shutdown: Shutdown, run_id: str
+    cfg: PlantConfig,
+    tagger: PartTagger,
+    shutdown: Shutdown,
+    run_id: str,
+    on_trigger: Callable[[PartTrigger], None] | None = None,
 ) -> StreamLoop[PartTrigger]:
     """A StreamLoop feeding ``tagger``: malformed triggers go to the DLQ with their reason.
 
@@ -88,6 +92,8 @@ def trigger_loop(
     def handle(batch: list[tuple[Message, PartTrigger]]) -> None:
         for _, trig in batch:
             tagger.apply(trig)
+            if on_trigger is not None:
+                on_trigger(trig)
 
     return StreamLoop(
         consumer=consumer,
@@ -184,9 +190,7 @@ class TriggerReplayer(threading.Thread):
             at=at,
         )
         value, headers = encode(trig, source=self.source, time=at)
-        self.producer.produce(
-            self.topic, value=value, key=self.camera_id.encode(), headers=headers
-        )
+        self.producer.produce(self.topic, value=value, key=self.camera_id.encode(), headers=headers)
         self.producer.poll(0)
         self.sent.append(trig)
 
@@ -259,4 +263,3 @@ def replay_fleet_triggers(
         rep.start()
         out.append(rep)
     return out
-

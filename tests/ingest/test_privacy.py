@@ -116,7 +116,7 @@ def test_a_failing_redaction_model_raises_instead_of_returning_the_frame(
     frame: np.ndarray,
 ) -> None:
     cfg = plant({"redaction": {"model": "default", "classes": ["part"]}})
-    f = PrivacyFilter(cfg.lines[0].cameras[0], SharedDetector(Boom()))  # type: ignore[arg-type]
+    f = PrivacyFilter(cfg.lines[0].cameras[0], SharedDetector(Boom()))
     with pytest.raises(RedactionFailed, match="onnx session lost"):
         f.apply(frame.copy())
 
