@@ -12,26 +12,42 @@ def _pct(v: float | None) -> str:
 def render_card(c: dict[str, Any]) -> str:
     val = c.get("validation", {})
     ds = c.get("dataset", {})
+    model_name = c.get("name", "defects-v1")
+    about = c.get("description") or (
+        "Defect detector shipped with inspector, trained from scratch (no pretrained weights)\n"
+        "on images from inspector's own line simulator (`inspector/sim`)."
+    )
+    data_line = (
+        f"{ds.get('n_train')} train / {ds.get('n_val')} val images, seed {c.get('seed')}, "
+        + (
+            f"generator {ds.get('generator_version')}"
+            if ds.get("generator_version")
+            else f"imported from `{ds.get('source')}` ({ds.get('format')})"
+        )
+    )
     lines = [
-        "# Model card: defects-v1",
+        f"# Model card: {model_name}",
         "",
-        "Defect detector shipped with inspector, trained from scratch (no pretrained weights)",
-        "on images from inspector's own line simulator (`inspector/sim`).",
+        about,
         "",
         "| | |",
         "|---|---|",
         f"| Architecture | {c.get('architecture')} (Ultralytics {c.get('ultralytics')}) |",
-        f"| Input size | {c.get('imgsz')} (letterboxed; 320x192 for 16:9 with the dynamic ONNX) |",
+        f"| Input size | {c.get('imgsz')} "
+        + (
+            "(letterboxed; 320x192 for 16:9 with the dynamic ONNX) |"
+            if model_name == "defects-v1"
+            else "(letterboxed) |"
+        ),
         f"| Classes | {', '.join(val.get('per_class', {}).keys()) or 'see metadata'} |",
-        f"| Training data | {ds.get('n_train')} train / {ds.get('n_val')} val images, "
-        f"seed {c.get('seed')}, generator {ds.get('generator_version')} |",
+        f"| Training data | {data_line} |",
         f"| Training | {c.get('epochs_completed', '?')} epochs, batch {c.get('batch')}, "
         f"budget {c.get('time_hours')} h on CPU ({c.get('train_seconds')} s) |",
-        f"| model.onnx sha256 | `{c.get('sha256', {}).get('model.onnx')}` |",
-        f"| model.pt sha256 | `{c.get('sha256', {}).get('model.pt')}` |",
+        *[f"| {f} sha256 | `{h}` |" for f, h in c.get("sha256", {}).items()],
         "| License | AGPL-3.0 (Ultralytics) |",
+        *([f"| Data terms | {c['data_terms']} |"] if c.get("data_terms") else []),
         "",
-        "## Validation (simulator val split)",
+        f"## Validation ({c.get('validation_split', 'simulator val split')})",
         "",
         f"mAP50 **{val.get('mAP50')}**, mAP50-95 **{val.get('mAP50-95')}**",
         "",
@@ -73,12 +89,16 @@ def render_card(c: dict[str, Any]) -> str:
             "",
             "Target: per-part recall ≥ 95 % at false-reject ≤ 2 %.",
         ]
+    if c.get("transfer_learning"):
+        lines += ["", "## Transfer learning", "", str(c["transfer_learning"]) + "."]
+    lines += _int8_section(c.get("int8"))
+    lines += _anomaly_section(c.get("anomaly"))
     lines += [
         "",
         "## Reproduce",
         "",
         "```bash",
-        "make model     # " + str(c.get("command")),
+        ("make model     # " if model_name == "defects-v1" else "") + str(c.get("command")),
         "```",
         "",
         "Training is time-boxed (`--time-hours`); on a faster machine it runs more epochs",
@@ -86,3 +106,92 @@ def render_card(c: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _int8_section(q: dict[str, Any] | None) -> list[str]:
+    """What ``inspector quantize --card`` recorded: the INT8 build against the float model."""
+    if not q:
+        return []
+
+    def row(label: str, key: str, fmt: Any = _pct) -> str:
+        return f"| {label} | {fmt(q[key]['float'])} | {fmt(q[key]['int8'])} |"
+
+    ho = q["held_out"]
+    return [
+        "",
+        f"## INT8 build (`{q['file']}`)",
+        "",
+        f"**{'Shipped' if q['shipped'] else 'Refused'}** — {q['decision']}. ONNX Runtime "
+        f"static quantization (QDQ, per-channel int8 weights, uint8 activations), the "
+        f"detection head in float; calibrated on {q['calibration']}; judged on seeds "
+        f"{ho['seeds']}, {ho['seconds_per_seed']} s each, with the same rules.",
+        "",
+        "| | float | INT8 |",
+        "|---|---|---|",
+        row("per-part recall", "per_part_recall"),
+        row("per-part false-reject rate", "per_part_false_reject"),
+        row("per-frame recall", "per_frame_recall"),
+        row("batch-1 session.run, median ms", "batch1_ms_median", str),
+        row("file size, MB", "size_mb", str),
+        "",
+        f"Speed-up {q['speedup']}x (batch 1, this machine, measured in the same run).",
+    ]
+
+
+def _span(seeds: list[int] | None) -> str:
+    """[7001, 7002, 7003, 7010] → 7001-7003, 7010."""
+    out: list[str] = []
+    for v in sorted(seeds or []):
+        if out and out[-1].split("-")[-1] == str(v - 1):
+            out[-1] = out[-1].split("-")[0] + f"-{v}"
+        else:
+            out.append(str(v))
+    return ", ".join(out) or "n/a"
+
+
+def _anomaly_section(a: dict[str, Any] | None) -> list[str]:
+    """What ``inspector anomaly evaluate --card`` recorded: the unknown-defect channel."""
+    if not a:
+        return []
+    b, h = a["bank"], a["held_out"]
+    g, nv, kn = h["good"], h["novel_burn"], h["known_defects"]
+
+    both = all("detector_part_rate" in r for r in (g, nv, kn))
+
+    def row(label: str, r: dict[str, Any]) -> str:
+        cells = f"| {label} | {r['crops']} | {_pct(r['crop_rate'])} | {r['parts']} | "
+        cells += f"{_pct(r['part_rate'])} |"
+        if both:
+            cells += f" {_pct(r['detector_part_rate'])} | {_pct(r['either_part_rate'])} |"
+        return cells
+
+    return [
+        "",
+        "## Unknown defects (anomaly channel, `anomaly.npz`)",
+        "",
+        f"A memory bank of {b.get('bank_size')} patch embeddings from this detector's "
+        f"backbone ({', '.join(f'`{x}`' for x in b.get('layers') or [])}), a greedy coreset "
+        f"of {b.get('fit_parts')} defect-free simulated parts (seeds {_span(b.get('fit_seeds'))}); "
+        f"a part's score is the largest nearest-neighbour distance over its "
+        f"{b.get('crop_size')}px crop. Threshold {a['threshold']}: at most "
+        f"{_pct(b.get('false_alarm_rate_target'))} of good crops from seeds "
+        f"{_span(b.get('threshold_seeds'))} above it. Held out: seeds {_span(h['seeds'])}; "
+        "the burn "
+        "is a defect no model was trained on (`SceneConfig.novel_defect_rate`).",
+        "",
+        "| held-out | crops | crops over threshold | parts | parts with a crop over |"
+        + (" parts the detector fails | either |" if both else ""),
+        "|---|---|---|---|---|" + ("---|---|" if both else ""),
+        row("good parts (false alarms)", g),
+        row("novel defect: burn (recall)", nv),
+        row("known defect classes (recall)", kn),
+        *(
+            [
+                "",
+                f"The detector's column: `{a.get('detector_rules_from')}`'s model and rules on "
+                "the same frames, a failing finding overlapping the part.",
+            ]
+            if both
+            else []
+        ),
+    ]

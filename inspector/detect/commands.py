@@ -1,4 +1,5 @@
-"""CLI commands of the detect stage: ``worker``, ``train``."""
+"""CLI commands of the detect stage: ``worker``, ``train``, ``evaluate``, ``quantize``,
+``anomaly fit|evaluate``."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -14,6 +16,144 @@ def register(app: typer.Typer) -> None:
     app.command("worker")(worker_cmd)
     app.command("train")(train_cmd)
     app.command("evaluate")(evaluate_cmd)
+    app.command("quantize")(quantize_cmd)
+    anomaly = typer.Typer(help="The unknown-defect channel: fit and measure the anomaly bank.")
+    anomaly.command("fit")(anomaly_fit_cmd)
+    anomaly.command("evaluate")(anomaly_evaluate_cmd)
+    app.add_typer(anomaly, name="anomaly")
+
+
+def _seeds(spec: str) -> list[int]:
+    """``7001-7020`` or ``7001,7005``."""
+    out: list[int] = []
+    try:
+        for part in spec.split(","):
+            lo, _, hi = part.strip().partition("-")
+            out += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    except ValueError:
+        raise typer.BadParameter(f"seeds must look like 7001-7020 or 7001,7005: {spec!r}") from None
+    if not out:
+        raise typer.BadParameter("no seeds")
+    return out
+
+
+def anomaly_fit_cmd(
+    model: Path = typer.Option(
+        Path("inspector/models/defects-v1/model.onnx"), "--model", help="The detector (ONNX)."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Directory (default: the model's)."),
+    fit_seeds: str = typer.Option("7001-7024", "--fit-seeds", help="Defect-free scenes: bank."),
+    threshold_seeds: str = typer.Option(
+        "7101-7116", "--threshold-seeds", help="Defect-free scenes: the threshold."
+    ),
+    bank_size: int = typer.Option(4000, "--bank-size", min=1, max=100000),
+    false_alarm_rate: float = typer.Option(0.01, "--false-alarm-rate", min=0.0, max=0.5),
+    crop_size: int = typer.Option(192, "--crop-size", min=32, max=1024),
+) -> None:
+    """Fit the anomaly bank on defect-free simulated parts; threshold at the false-alarm rate."""
+    from inspector.detect.anomaly import AnomalyError
+    from inspector.detect.anomaly_fit import fit
+
+    fs, ts = _seeds(fit_seeds), _seeds(threshold_seeds)
+    if set(fs) & set(ts):
+        raise typer.BadParameter("fit and threshold seeds must be distinct")
+    try:
+        m = fit(
+            model,
+            fit_seeds=fs,
+            threshold_seeds=ts,
+            bank_size=bank_size,
+            false_alarm_rate=false_alarm_rate,
+            size=crop_size,
+        )
+    except AnomalyError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    import os
+
+    target = out or model.parent
+    # The feature model as seen from the bank's directory (a bank written elsewhere finds it).
+    m.meta["feature_model"] = os.path.relpath(model.resolve(), target.resolve())
+    m.save(target)
+    typer.echo(
+        f"bank {len(m.bank)} patches from {m.meta['fit_parts']} good parts; threshold "
+        f"{m.threshold:.4f} ({false_alarm_rate:.1%} of {m.meta['threshold_crops']} held-out "
+        f"good crops above); wrote {target}"
+    )
+
+
+def anomaly_evaluate_cmd(
+    model_dir: Path = typer.Option(
+        Path("inspector/models/defects-v1"), "--model-dir", help="Where anomaly.npz/.json are."
+    ),
+    seeds: str = typer.Option("7201-7212", "--seeds", help="Held-out scenes (not fit seeds)."),
+    card: Path | None = typer.Option(
+        None, "--card", help="Model card JSON to record the figures in (and MODEL_CARD.md)."
+    ),
+    config: Path | None = typer.Option(
+        Path("configs/demo.yaml"),
+        "--config",
+        "-c",
+        help="Also measure the detector alone with this plant's model and first line's rules.",
+    ),
+    no_detector: bool = typer.Option(False, "--no-detector", help="Skip that comparison."),
+) -> None:
+    """Held-out figures at the bank's threshold: false alarms on good parts, recall on a
+    defect the detector never saw (a burn) and on the known defect classes."""
+    import json
+
+    from inspector.detect.anomaly import AnomalyError, AnomalyModel, FeatureExtractor
+    from inspector.detect.anomaly_fit import evaluate
+
+    try:
+        m = AnomalyModel.load(model_dir)
+        ss = _seeds(seeds)
+        used = set(m.meta.get("fit_seeds", [])) | set(m.meta.get("threshold_seeds", []))
+        if used & set(ss):
+            raise AnomalyError(f"seeds {sorted(used & set(ss))} were used to fit the bank")
+        judge = None
+        if config is not None and not no_detector:
+            from inspector.commandline import load_or_exit
+            from inspector.detect.model import load_detector
+            from inspector.detect.rules import CompiledRules
+
+            cfg = load_or_exit(config)
+            det, rules = load_detector(cfg.model), CompiledRules(cfg.lines[0].rules)
+
+            def judge(frame: Any) -> list[Any]:
+                h, w = frame.shape[:2]
+                return rules.judge(det.detect([frame])[0], w, h).findings
+
+        result = evaluate(m, FeatureExtractor(m.feature_model(model_dir)), ss, judge)
+    except AnomalyError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    record = {
+        "bank": {
+            k: m.meta.get(k)
+            for k in (
+                "bank_size",
+                "fit_parts",
+                "fit_seeds",
+                "threshold_seeds",
+                "crop_size",
+                "layers",
+                "false_alarm_rate_target",
+            )
+        },
+        "threshold": round(m.threshold, 4),
+        "detector_rules_from": None if judge is None else f"{config}#first line",
+        "held_out": result,
+    }
+    typer.echo(json.dumps(record, indent=2))
+    if card is not None:
+        from inspector.detect.card import render_card
+
+        data = json.loads(card.read_text())
+        data["anomaly"] = record
+        card.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        (card.parent / "MODEL_CARD.md").write_text(render_card(data))
+        typer.echo(f"recorded in {card} and {card.parent / 'MODEL_CARD.md'}")
 
 
 def evaluate_cmd(
@@ -72,6 +212,12 @@ def worker_cmd(
     metrics_port: int | None = typer.Option(
         None, "--metrics-port", help="Override observe.worker_port (0 = off)."
     ),
+    model_path: str | None = typer.Option(
+        None,
+        "--model-path",
+        help="Override the path of the worker's model (models[worker.model].path), e.g. "
+        "its INT8 build; inspector edge passes it.",
+    ),
 ) -> None:
     """Run a detection worker (one member of the consumer group)."""
     from inspector.commandline import load_or_exit, traces_or_exit
@@ -80,6 +226,9 @@ def worker_cmd(
     from inspector.telemetry.logs import setup_logging
 
     cfg = load_or_exit(config)
+    if model_path is not None:
+        name = cfg.worker.model
+        cfg.models[name] = cfg.models[name].model_copy(update={"path": model_path})
     setup_logging("worker", cfg.observe.log_format)
     traces_or_exit(cfg, "worker")
     try:
@@ -145,12 +294,8 @@ def train_cmd(
         "time_hours": time_hours,
         "batch": batch,
         "seed": seed,
-        "dataset": {
-            "data_yaml": str(data),
-            "n_train": n_train,
-            "n_val": n_val,
-            "generator_version": gen_version,
-        },
+        "name": out.name,
+        "dataset": _dataset_facts(data, n_train, n_val, gen_version),
         "ultralytics": ultralytics.__version__,
         "python": platform.python_version(),
         "train_seconds": round(time.time() - t0),
@@ -163,4 +308,124 @@ def train_cmd(
         "command": "inspector " + " ".join(sys.argv[1:]),
     }
     path = tr.write_card_json(out, card)
+    from inspector.detect.card import render_card
+
+    (out / "MODEL_CARD.md").write_text(render_card(card))
     typer.echo(f"model: {result.onnx} ({result.metrics['mAP50']} mAP50); card: {path}")
+
+
+def _dataset_facts(
+    data: Path, n_train: int, n_val: int, gen_version: str | None
+) -> dict[str, object]:
+    """What the card says about the data: the simulator's settings, or what
+    ``inspector dataset import`` recorded beside the data.yaml (source, counts)."""
+    import json
+
+    if gen_version is not None:
+        return {"n_train": n_train, "n_val": n_val, "generator_version": gen_version}
+    facts: dict[str, object] = {"data_yaml": str(data)}
+    report = data.parent / "import-report.json"
+    if report.is_file():
+        r = json.loads(report.read_text())
+        images = r.get("images", {})
+        facts.update(
+            source=r.get("source"),
+            format=r.get("format"),
+            n_train=images.get("train"),
+            n_val=images.get("val"),
+            boxes=r.get("boxes"),
+        )
+    return facts
+
+
+def quantize_cmd(
+    config: Path = typer.Option(Path("configs/demo.yaml"), "--config", "-c", help="Plant config."),
+    line: str | None = typer.Option(None, "--line", help="Whose rules judge (default: first)."),
+    model: str | None = typer.Option(None, "--model", help="ONNX model (default: config's)."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Where the INT8 build goes (default: <model>.int8.onnx beside it)."
+    ),
+    frames: Path | None = typer.Option(
+        None,
+        "--frames",
+        help="A folder of the line's own frames (JPEG/PNG) to calibrate on "
+        "(default: the simulated line, tuning seeds).",
+    ),
+    n_calib: int = typer.Option(64, "--calibration-frames", min=1, max=5000),
+    seeds: str = typer.Option("9001,9002,9003", "--seeds", help="Held-out scene seeds."),
+    seconds: float = typer.Option(60.0, "--seconds", help="Simulated seconds per seed."),
+    max_drop: float = typer.Option(
+        1.0,
+        "--max-recall-drop",
+        min=0.0,
+        max=100.0,
+        help="Refuse the build if per-part recall drops by more points than this.",
+    ),
+    card: Path | None = typer.Option(
+        None, "--card", help="Model card JSON to record the comparison in (and MODEL_CARD.md)."
+    ),
+) -> None:
+    """Build the INT8 version of an ONNX detector (static quantization, calibrated on line
+    frames, head in float) and ship it only if per-part recall holds."""
+    import json
+
+    from inspector.commandline import load_or_exit
+    from inspector.detect import quantize as qz
+    from inspector.detect.model import resolve_model_path
+
+    cfg = load_or_exit(config)
+    ln = cfg.line(line) if line else cfg.lines[0]
+    settings = cfg.model if model is None else cfg.model.model_copy(update={"path": model})
+    src, _ = resolve_model_path(settings.path)
+    target = out or qz.int8_path(src)
+    try:
+        calib = (
+            qz.folder_frames(frames, n_calib)
+            if frames
+            else qz.line_frames(n_calib, seeds=(8101, 8102))
+        )
+        staged = qz.build(src, target.with_name(target.stem + ".candidate.onnx"), calib, settings)
+    except qz.QuantizeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    held_out = tuple(int(s) for s in seeds.split(","))
+    verdict, f_res, q_res = qz.compare(
+        src, staged, settings, ln.rules, seeds=held_out, seconds=seconds, max_drop_points=max_drop
+    )
+    bench_frames = qz.line_frames(24, seeds=(8103,))
+    f_ms = qz.latency_ms(src, settings, bench_frames)
+    q_ms = qz.latency_ms(staged, settings, bench_frames)
+    record = {
+        "file": target.name,
+        "shipped": verdict.shipped,
+        "decision": verdict.reason(),
+        "calibration": f"{len(calib)} frames from "
+        + (str(frames) if frames else "the simulated line, seeds 8101,8102"),
+        "held_out": {"seeds": list(held_out), "seconds_per_seed": seconds},
+        "per_part_recall": {"float": verdict.float_recall, "int8": verdict.int8_recall},
+        "per_part_false_reject": {"float": verdict.float_frr, "int8": verdict.int8_frr},
+        "per_frame_recall": {
+            "float": f_res["per_frame"]["recall"],
+            "int8": q_res["per_frame"]["recall"],
+        },
+        "batch1_ms_median": {"float": round(f_ms, 2), "int8": round(q_ms, 2)},
+        "speedup": round(f_ms / q_ms, 2) if q_ms > 0 else None,
+        "size_mb": {
+            "float": round(src.stat().st_size / 1e6, 2),
+            "int8": round(staged.stat().st_size / 1e6, 2),
+        },
+    }
+    typer.echo(json.dumps(record, indent=2))
+    if card is not None:
+        from inspector.detect.card import render_card
+
+        data = json.loads(card.read_text())
+        data["int8"] = record
+        card.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        (card.parent / "MODEL_CARD.md").write_text(render_card(data))
+    if not verdict.shipped:
+        staged.unlink()
+        typer.echo(f"error: INT8 build {verdict.reason()}", err=True)
+        raise typer.Exit(1)
+    staged.replace(target)
+    typer.echo(f"wrote {target} ({verdict.reason()})")

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from inspector.config import LineRules, Point
-from inspector.events import Detection, Finding, Verdict
+from inspector.config import AnomalyRule, LineRules, Point
+from inspector.events import AnomalyReport, Box, Detection, Finding, PartAnomaly, Verdict
 
 SEVERITY_RANK = {"minor": 0, "major": 1, "critical": 2}
 EDGE_MARGIN_PX = 2.0  # a container box this close to the frame edge is not fully in view
@@ -24,6 +24,7 @@ class Judgement:
     rule: str
     reason: str
     findings: list[Finding] = field(default_factory=list)
+    anomaly: AnomalyReport | None = None
 
 
 def point_in_polygon(x: float, y: float, poly: list[Point]) -> bool:
@@ -144,3 +145,47 @@ def part_decision(frame_fails: int, rules: LineRules) -> bool:
 def image_is_uniform(gray: npt.NDArray[np.uint8], min_std: float) -> bool:
     """Black, grey or blown-out frames (lens cap, dead sensor, lighting failure)."""
     return float(gray.std()) < min_std
+
+
+def anomaly_report(
+    scored: list[tuple[Box, float]], threshold: float, action: str, skipped: int = 0
+) -> AnomalyReport:
+    """Each scored part box against the threshold (over: strictly above)."""
+    parts = [PartAnomaly(box=b, score=round(min(s, 1e6), 5), over=s > threshold) for b, s in scored]
+    return AnomalyReport(
+        threshold=threshold,
+        action="fail" if action == "fail" else "review",
+        flagged=any(p.over for p in parts),
+        parts=parts,
+        skipped=skipped,
+    )
+
+
+def apply_anomaly(j: Judgement, report: AnomalyReport | None, rule: AnomalyRule) -> Judgement:
+    """The anomaly channel's effect on a frame's judgement. A FAULT stays a FAULT (nothing
+    was judged); ``review`` only carries the report; ``fail`` adds a finding (rule
+    ``anomaly``, score = how far above the threshold: 1 - threshold/score) per part over."""
+    if j.verdict == "FAULT" or report is None:
+        return j
+    if rule.action != "fail" or not report.flagged:
+        return Judgement(j.verdict, j.rule, j.reason, j.findings, report)
+    new = [
+        Finding(
+            cls="anomaly",
+            score=round(1.0 - report.threshold / p.score, 5),
+            box=p.box,
+            severity=rule.severity,
+            rule="anomaly",
+        )
+        for p in report.parts
+        if p.over
+    ]
+    findings = sorted(j.findings + new, key=lambda f: (-SEVERITY_RANK[f.severity], -f.score))
+    top = findings[0]
+    return Judgement(
+        "FAIL",
+        top.rule,
+        f"{len(findings)} finding(s); worst {top.cls} ({top.severity})",
+        findings,
+        report,
+    )

@@ -36,7 +36,10 @@ def offline_ultralytics(config_dir: Path) -> None:
         shutil.copyfile(src, target)
     from ultralytics.utils import SETTINGS
 
-    SETTINGS.update({"sync": False})
+    # No experiment trackers: with mlflow installed (the registry's client) Ultralytics'
+    # callback would write an mlflow.db into the working directory of every training.
+    trackers = ("mlflow", "tensorboard", "wandb", "clearml", "comet", "dvc", "raytune")
+    SETTINGS.update({"sync": False, **{k: False for k in trackers if k in SETTINGS}})
 
 
 def default_config_dir() -> Path:

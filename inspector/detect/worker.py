@@ -17,6 +17,7 @@ identical verdict and downstream consumers recognise it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -34,13 +35,23 @@ from inspector.bus.crypto import BlobError, store_sealer
 from inspector.bus.kafka import instance_id, make_producer, stage_consumer
 from inspector.bus.loop import RetryLater, StreamLoop
 from inspector.bus.store import FrameStore, StoreUnavailable, connect, store_error
-from inspector.config import CameraSettings, LineSettings, PlantConfig
+from inspector.config import CameraSettings, LineSettings, PlantConfig, anomaly_bank_dir
+from inspector.detect.anomaly import AnomalyError, PartScorer
 from inspector.detect.capture import Capture
 from inspector.detect.drift import DriftChange, DriftMonitor, frame_stats
 from inspector.detect.follow import ModelFollower, ReferenceFrames, registry_info
 from inspector.detect.model import Detector, ModelError, load_detector
-from inspector.detect.rules import CompiledRules, Judgement, image_is_uniform, part_decision
+from inspector.detect.rules import (
+    EDGE_MARGIN_PX,
+    CompiledRules,
+    Judgement,
+    anomaly_report,
+    apply_anomaly,
+    image_is_uniform,
+    part_decision,
+)
 from inspector.events import (
+    AnomalyReport,
     DefectEvent,
     Detection,
     DriftEvent,
@@ -71,6 +82,9 @@ log = logging.getLogger(__name__)
 SOURCE = "inspector/detect"
 INFER_CHUNK = 8  # images per model call while the next ones are decoded
 PART_STATE_TTL_S = 3600  # a part is long gone from the line after an hour
+# A batch prepared ahead (worker.pipeline) is judged at most this long after its
+# inference ended; older (its turn was held back by a retry) it is prepared again.
+AHEAD_MAX_AGE_S = 0.5
 
 
 @dataclass
@@ -82,7 +96,28 @@ class FrameJob:
     scale: int = 1  # the JPEG was decoded at 1/scale (DCT scaling)
     fault: tuple[str, str] | None = None  # (rule, reason)
     detections: list[Detection] | None = None
+    raw: list[Detection] | None = None  # the model's detections in the decoded image's pixels
     span: Any = None  # detect.judge, from judging to producing the verdict
+
+
+@dataclass
+class Prepared:
+    """A batch fetched, vetted, decoded and inferred, not yet judged or emitted.
+
+    Nothing here touched Kafka or wrote to Redis: it can be made ahead of its turn (the
+    pipeline) and thrown away without a trace when it cannot be used as it is.
+    """
+
+    jobs: list[FrameJob]
+    decided: dict[str, bytes]
+    t0: float
+    t1: float
+    inferred: int
+    detector: Detector
+
+
+def batch_key(msgs: list[Message]) -> tuple[tuple[str, int, int], ...]:
+    return tuple((m.topic() or "", m.partition() or 0, m.offset() or 0) for m in msgs)
 
 
 def decode_scale(width: int, height: int, imgsz: int) -> int:
@@ -237,11 +272,18 @@ class DetectWorker:
         self.store = store
         self.model_ref = detector.info.ref()
         self.rules = {ln.id: CompiledRules(ln.rules) for ln in cfg.lines}
+        self.anomaly = load_anomaly_scorers(cfg)
         self.cameras: dict[str, tuple[LineSettings, CameraSettings]] = {
             c.id: (ln, c) for ln in cfg.lines for c in ln.cameras
         }
         self.loop: StreamLoop[tuple[FrameMeta, bytes | None]] | None = None
         self.infer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
+        # The pipeline (worker.pipeline): the next batch is prepared on this thread while
+        # the loop emits, flushes and commits the current one.
+        self.prepare_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
+        self._ahead: list[tuple[tuple[tuple[str, int, int], ...], Future[Prepared]]] = []
+        self.ahead_used = 0  # batches whose prepared result was used (tests, bench)
+        self.ahead_dropped = 0  # prepared results thrown away (failed, stale model, mismatch)
         self._pending_latency: list[VerdictEvent] = []  # emitted, not yet committed
         self.producer: Any = None
         self.processed = 0
@@ -335,7 +377,7 @@ class DetectWorker:
             )
             return
 
-    def vet_image(self, job: FrameJob) -> None:
+    def vet_image(self, job: FrameJob, detector: Detector | None = None) -> None:
         """Decode and check the pixels (the part of vetting that costs CPU)."""
         m = job.meta
         assert job.jpeg is not None
@@ -353,7 +395,7 @@ class DetectWorker:
                 f"JPEG header says {size[0]}x{size[1]}, message says {m.width}x{m.height}",
             )
             return
-        scale = decode_scale(m.width, m.height, self.detector.info.imgsz)
+        scale = decode_scale(m.width, m.height, (detector or self.detector).info.imgsz)
         img = decode_jpeg(job.jpeg, scale)
         if img is None:
             job.fault = ("fault:undecodable", f"JPEG of {len(job.jpeg)} bytes does not decode")
@@ -396,7 +438,7 @@ class DetectWorker:
     def verdict_key(self, frame_id: str) -> str:
         return self.store.key(verdict_id_for(frame_id), "verdict")
 
-    def shed(self, jobs: list[FrameJob], now: float) -> None:
+    def shed(self, jobs: list[FrameJob], now: float, count: bool = True) -> None:
         """Overload policy for a live line: a frame that waited longer than shed_after_ms
         is not judged (FAULT fault:shed, counted) so the fresh ones still are."""
         limit = self.cfg.worker.shed_after_ms / 1000.0
@@ -407,31 +449,113 @@ class DetectWorker:
                     "fault:shed",
                     f"worker overloaded: frame {age:.2f}s old, shed after {limit:.2f}s",
                 )
-                FRAMES_DROPPED.labels(j.meta.camera_id, "shed").inc()
+                if count:
+                    FRAMES_DROPPED.labels(j.meta.camera_id, "shed").inc()
 
-    def handle(self, batch: list[tuple[Message, tuple[FrameMeta, bytes | None]]]) -> None:
-        self.swap_if_staged()  # between batches: the one in flight finished on the old model
+    def prepare(
+        self, batch: list[tuple[Message, tuple[FrameMeta, bytes | None]]], detector: Detector
+    ) -> Prepared:
+        """Fetch, vet, decode and infer: reads Redis, never writes it, produces nothing."""
         jobs = [FrameJob(msg=m, meta=meta, jpeg=jpeg) for m, (meta, jpeg) in batch]
-        self.shed(jobs, time.time())
-        try:
-            decided = self.fetch(jobs)
-        except StoreUnavailable as exc:
-            raise RetryLater(str(exc)) from None
+        self.shed(jobs, time.time(), count=False)
+        decided = self.fetch(jobs)
         todo = [j for j in jobs if self.verdict_key(j.meta.frame_id) not in decided]
         now = time.time()
         for j in todo:
             if j.fault is None:
                 self.vet(j, now)
         t0 = time.time()
-        n = self.infer([j for j in todo if j.fault is None])
-        t1 = time.time()
-        if n:
-            INFERENCE_SECONDS.labels(self.model_ref.name).observe(t1 - t0)
-            BATCH_SIZE.observe(n)
-        self.emit(jobs, decided, t0, t1)
+        n = self.infer([j for j in todo if j.fault is None], detector)
+        return Prepared(jobs, decided, t0, time.time(), n, detector)
+
+    def lookahead(self, msgs: list[Message]) -> None:
+        """Called by the loop with the next batch as soon as it is polled (before the
+        current one runs): prepare it on the prepare thread, one batch after another,
+        while the current batch is judged, emitted and committed."""
+        batch = []
+        for m in msgs:
+            try:
+                batch.append((m, decode_frame_message(m)))
+            except Exception:  # the loop dead-letters it in its turn; this batch runs inline
+                return
+        if batch and self._staged is None:  # a staged model swaps first: run that batch inline
+            fut = self.prepare_pool.submit(self.prepare, batch, self.detector)
+            self._ahead.append((batch_key(msgs), fut))
+            while len(self._ahead) > 2:  # the loop holds at most the current and the next
+                self._drop(self._ahead.pop(0)[1])
+
+    def _drop(self, fut: Future[Prepared]) -> None:
+        self.ahead_dropped += 1
+        if fut.cancel():
+            return
+        # let it finish: two batches never infer at once
+        with contextlib.suppress(Exception):
+            fut.result()
+
+    def _take_ahead(self, batch: list[tuple[Message, Any]]) -> Prepared | None:
+        """The prepared result for exactly this batch, made on the current model less
+        than AHEAD_MAX_AGE_S ago, or None: the batch is then prepared inline, as without
+        the pipeline (a failure there is raised as it always was). A result is never
+        used for another set of records (a held batch, one record of an isolated
+        batch): results for batches before it or sharing records with it are dropped,
+        those for batches after it are kept for their turn."""
+        key = batch_key([m for m, _ in batch])
+        found = next((i for i, (k, _) in enumerate(self._ahead) if k == key), None)
+        if found is None:
+            records = set(key)
+            keep = []
+            for k, fut in self._ahead:
+                if records.isdisjoint(k):
+                    keep.append((k, fut))
+                else:
+                    self._drop(fut)
+            self._ahead = keep
+            return None
+        for _, fut in self._ahead[:found]:
+            self._drop(fut)
+        fut = self._ahead[found][1]
+        self._ahead = self._ahead[found + 1 :]
+        try:
+            prep = fut.result()
+        except Exception:  # redone inline: a real failure is raised from there
+            self.ahead_dropped += 1
+            return None
+        if prep.detector is not self.detector or time.time() - prep.t1 > AHEAD_MAX_AGE_S:
+            # a hot swap came between, or a retry held it back: its vetting is stale
+            self.ahead_dropped += 1
+            return None
+        self.ahead_used += 1
+        return prep
+
+    def drop_ahead(self) -> None:
+        """Forget every prepared batch (a transient failure, a rebalance: the loop will
+        hand the records again, and they are prepared afresh)."""
+        while self._ahead:
+            self._drop(self._ahead.pop(0)[1])
+
+    def handle(self, batch: list[tuple[Message, tuple[FrameMeta, bytes | None]]]) -> None:
+        self.swap_if_staged()  # between batches: the one in flight finished on the old model
+        prep = self._take_ahead(batch)
+        if prep is None:
+            try:
+                prep = self.prepare(batch, self.detector)
+            except StoreUnavailable as exc:
+                raise RetryLater(str(exc)) from None
+        jobs = prep.jobs
+        for j in jobs:
+            if j.fault is not None and j.fault[0] == "fault:shed":
+                FRAMES_DROPPED.labels(j.meta.camera_id, "shed").inc()
+        if prep.inferred:
+            INFERENCE_SECONDS.labels(self.model_ref.name).observe(prep.t1 - prep.t0)
+            BATCH_SIZE.observe(prep.inferred)
+        if self.drift is not None:
+            for j in jobs:
+                if j.raw is not None and j.image is not None:
+                    self.watch_drift(j, j.raw)
+        self.emit(jobs, prep.decided, prep.t0, prep.t1)
         self.emit_drift()
 
-    def infer(self, jobs: list[FrameJob]) -> int:
+    def infer(self, jobs: list[FrameJob], detector: Detector | None = None) -> int:
         """Decode chunk k+1 while the model runs on chunk k (ONNX Runtime releases the GIL).
 
         Chunks are a full default batch: on this CPU build batch 8 runs 1.4x faster per
@@ -439,14 +563,15 @@ class DetectWorker:
         """
         pending: list[tuple[list[FrameJob], Future[tuple[list[list[Detection]], int, int]]]] = []
         traced = tracing.enabled()  # once per batch: no SDK, no per-frame tracing work
+        det = detector or self.detector
         for start in range(0, len(jobs), INFER_CHUNK):
             chunk = jobs[start : start + INFER_CHUNK]
             for j in chunk:
                 if not traced:
-                    self.vet_image(j)
+                    self.vet_image(j, det)
                     continue
                 span = tracing.start("detect.decode", j.meta.traceparent, self.span_attrs(j))
-                self.vet_image(j)
+                self.vet_image(j, det)
                 if j.fault is not None:
                     span.set_attribute("inspector.fault", j.fault[0])
                     tracing.fail(span, j.fault[0])
@@ -454,22 +579,21 @@ class DetectWorker:
             ready = [j for j in chunk if j.image is not None]
             if ready:
                 images = [j.image for j in ready if j.image is not None]
-                pending.append((ready, self.infer_pool.submit(self._detect, images)))
+                pending.append((ready, self.infer_pool.submit(self._detect, images, det)))
                 self.references.add(images[-1:])  # what the line looks like now
         done = 0
         for ready, fut in pending:
             dets, started, ended = fut.result()
             for j, d in zip(ready, dets, strict=True):
                 j.detections = scale_detections(d, j.scale)
-                if self.drift is not None and j.image is not None:
-                    self.watch_drift(j, d)
+                j.raw = d  # drift is watched when the batch is judged, in its turn
                 if traced:
                     # One model call judged the whole chunk: each frame's detect.infer
                     # span carries that call's timing and the chunk's size.
                     attrs = self.span_attrs(j)
                     attrs["inspector.batch_size"] = len(ready)
                     attrs["inspector.detections"] = len(d)
-                    attrs["inspector.model"] = self.model_ref.name
+                    attrs["inspector.model"] = det.info.ref().name
                     tracing.start(
                         "detect.infer", j.meta.traceparent, attrs, start_time=started
                     ).end(end_time=ended)
@@ -554,10 +678,12 @@ class DetectWorker:
                 on_delivery=self.loop.tracker,
             )
 
-    def _detect(self, images: list[np.ndarray]) -> tuple[list[list[Detection]], int, int]:
+    def _detect(
+        self, images: list[np.ndarray], detector: Detector
+    ) -> tuple[list[list[Detection]], int, int]:
         """The model call, with its start and end (ns since the epoch) for the spans."""
         started = time.time_ns()
-        dets = self.detector.detect(images)
+        dets = detector.detect(images)
         return dets, started, time.time_ns()
 
     @staticmethod
@@ -569,7 +695,38 @@ class DetectWorker:
         if j.fault is not None or j.detections is None:
             rule, reason = j.fault or ("fault:unknown", "no detections")
             return Judgement("FAULT", rule, reason)
-        return self.rules[m.line_id].judge(j.detections, m.width, m.height)
+        judgement = self.rules[m.line_id].judge(j.detections, m.width, m.height)
+        scorer = self.anomaly.get(m.line_id)
+        if scorer is None:
+            return judgement
+        arule = self.rules[m.line_id].rules.anomaly
+        return apply_anomaly(judgement, self.anomaly_report(j, scorer), arule)
+
+    def anomaly_report(self, j: FrameJob, scorer: PartScorer) -> AnomalyReport | None:
+        """Score the frame's part boxes (fully in view) on the full-resolution frame."""
+        m = j.meta
+        compiled = self.rules[m.line_id]
+        rule = compiled.rules.anomaly
+        parts = sorted(
+            (
+                d
+                for d in j.detections or []
+                if d.cls == rule.part_class
+                and d.score >= rule.min_confidence
+                and compiled.in_scope(d)
+            ),
+            key=lambda d: -d.score,
+        )[: rule.max_parts]
+        if not parts:
+            return anomaly_report([], scorer.threshold, rule.action)
+        img = j.image if j.scale == 1 else (decode_jpeg(j.jpeg, 1) if j.jpeg else None)
+        if img is None:
+            return None
+        boxes = [(d.box.x1, d.box.y1, d.box.x2, d.box.y2) for d in parts]
+        scored, skipped = scorer.score_boxes(img, boxes, round(EDGE_MARGIN_PX))
+        return anomaly_report(
+            [(parts[i].box, s) for i, s in scored], scorer.threshold, rule.action, skipped
+        )
 
     def part_tally(self, judged: list[tuple[FrameJob, Judgement]]) -> dict[str, int]:
         """Failing frames per part so far (frames tagged with a part id by a trigger).
@@ -642,6 +799,7 @@ class DetectWorker:
             ),
             evidence_key=evidence_key,
             annotated_key=annotated_key,
+            anomaly=judgement.anomaly,
         )
 
     def emit(self, jobs: list[FrameJob], decided: dict[str, bytes], t0: float, t1: float) -> None:
@@ -777,6 +935,24 @@ class DetectWorker:
         self._pending_latency = []
 
 
+def load_anomaly_scorers(cfg: PlantConfig) -> dict[str, PartScorer]:
+    """One scorer per line whose rules turn the anomaly channel on (banks shared)."""
+    out: dict[str, PartScorer] = {}
+    cache: dict[tuple[str, float | None], PartScorer] = {}
+    for ln in cfg.lines:
+        a = ln.rules.anomaly
+        if not a.enabled:
+            continue
+        key = (a.bank, a.threshold)
+        if key not in cache:
+            try:
+                cache[key] = PartScorer(anomaly_bank_dir(a.bank), a.threshold)
+            except AnomalyError as exc:
+                raise ModelError(f"line {ln.id}: anomaly bank {a.bank}: {exc}") from None
+        out[ln.id] = cache[key]
+    return out
+
+
 def decode_frame_message(msg: Message) -> tuple[FrameMeta, bytes | None]:
     return decode_frame(msg.value(), msg.headers())
 
@@ -820,6 +996,7 @@ def build_worker(
         transactional=eos,
         shutdown=shutdown,
         after_commit=worker.observe_latency,
+        lookahead=worker.lookahead if cfg.worker.pipeline else None,
     )
     worker.loop = loop
     worker.producer = producer

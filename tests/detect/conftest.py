@@ -119,7 +119,7 @@ class FramePublisher:
         fields.update(meta_over)
         meta = FrameMeta(**fields)
         value, headers = encode_frame(meta, jpeg if inline else None, source="test/ingest")
-        extra = {} if partition is None else {"partition": partition}
+        extra: dict[str, Any] = {} if partition is None else {"partition": partition}
         self.producer.produce(
             self.cfg.topics.frames, value=value, key=camera.encode(), headers=headers, **extra
         )

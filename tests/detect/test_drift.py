@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import cv2
+import numpy as np
 import pytest
 
 from inspector.config import PlantConfig
@@ -33,7 +34,7 @@ def test_a_dimmed_camera_raises_brightness_drift_and_its_neighbour_nothing(
     pub = FramePublisher(cfg)
     for i in range(400):
         for cam, scene in scenes.items():
-            img = scene.render(i * 3)[0]
+            img: np.ndarray = scene.render(i * 3)[0]
             if cam == "cam-1" and i >= 200:  # a lamp fails after the reference window
                 img = cv2.convertScaleAbs(img, alpha=0.6, beta=0)
             pub.publish(cam, img)

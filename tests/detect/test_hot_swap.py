@@ -20,7 +20,7 @@ from inspector.events import ModelEvent, VerdictEvent, decode
 from inspector.learn.lifecycle import promote, register_model, rollback
 from inspector.registry import Registry
 from tests.detect.conftest import FramePublisher, demo_plant, detect_config
-from tests.helpers import read, wait_for
+from tests.helpers import partition_offset, read, wait_for
 from tests.learn.support import variant
 
 pytestmark = pytest.mark.integration
@@ -109,9 +109,7 @@ def test_champion_moves_worker_swaps_refuses_a_bad_version_and_follows_rollback(
         follower.join(10)
 
     msgs = read(cfg, [cfg.topics.verdicts], count=len(sent), timeout_s=30, quiet_s=2)
-    verdicts = [
-        (m.partition(), m.offset(), decode(m.value(), m.headers(), VerdictEvent)) for m in msgs
-    ]
+    verdicts = [(*partition_offset(m), decode(m.value(), m.headers(), VerdictEvent)) for m in msgs]
     frames = [v.frame_id for _p, _o, v in verdicts]
     assert sorted(frames) == sorted(sent), "every frame judged exactly once across the swaps"
     # Per partition, in log order, the versions run 1… 2… 1… with no interleaving: the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import cv2
 import numpy as np
@@ -42,7 +43,8 @@ def test_letterbox_matches_ultralytics(h: int, w: int) -> None:
 
     img = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
     ours = Letterbox.plan(h, w, 320, rect=True).apply(img)
-    theirs = LetterBox((320, 320), auto=True, stride=32)(image=img)
+    # given an image alone (no labels), LetterBox returns the image
+    theirs = cast(np.ndarray, LetterBox((320, 320), auto=True, stride=32)(image=img))
     assert ours.shape == theirs.shape
     assert np.array_equal(ours, theirs)
 
@@ -78,7 +80,9 @@ def match(a: list[Detection], b: list[Detection]) -> tuple[float, float, int]:
 def test_parity_with_ultralytics_predict() -> None:
     """Same model, same decoded frames: our ONNX Runtime path == YOLO(model).predict."""
     offline_ultralytics(default_config_dir())
+    from torch import Tensor
     from ultralytics import YOLO
+    from ultralytics.engine.results import Results
 
     settings = ModelSettings(device="cpu", conf=0.25, iou=0.45)
     ours_det = load_detector(settings)
@@ -99,8 +103,11 @@ def test_parity_with_ultralytics_predict() -> None:
         chunk = frames[start : start + 8]
         ours = ours_det.detect(chunk)
         theirs = yolo.predict(chunk, imgsz=320, conf=0.25, iou=0.45, verbose=False, device="cpu")
-        for o, r in zip(ours, theirs, strict=True):
+        # predict on images gives a Results each, with CPU tensors for boxes
+        for o, r in zip(ours, cast(list[Results], theirs), strict=True):
             names = r.names
+            assert r.boxes is not None
+            xyxy, conf, cls = (cast(Tensor, x) for x in (r.boxes.xyxy, r.boxes.conf, r.boxes.cls))
             t = [
                 Detection.model_validate(
                     {
@@ -114,9 +121,7 @@ def test_parity_with_ultralytics_predict() -> None:
                         },
                     }
                 )
-                for b, s, c in zip(
-                    r.boxes.xyxy.numpy(), r.boxes.conf.numpy(), r.boxes.cls.numpy(), strict=True
-                )
+                for b, s, c in zip(xyxy.numpy(), conf.numpy(), cls.numpy(), strict=True)
             ]
             box_diff, score_diff, unmatched = match(o, t)
             # a detection sitting right at the confidence floor may fall either side
@@ -125,3 +130,13 @@ def test_parity_with_ultralytics_predict() -> None:
             assert box_diff <= 1.0 and score_diff <= 0.01, (box_diff, score_diff)
             total += len(o)
     assert total > 0, "the model detected nothing at all on 60 frames"
+
+
+def test_training_runs_no_experiment_tracker() -> None:
+    """mlflow is installed (the registry's client): Ultralytics' own callback would log
+    every `inspector train` into an mlflow.db in the working directory."""
+    offline_ultralytics(default_config_dir())
+    from ultralytics.utils import SETTINGS
+
+    assert SETTINGS["mlflow"] is False
+    assert not [k for k in ("tensorboard", "wandb", "clearml", "comet") if SETTINGS[k]]

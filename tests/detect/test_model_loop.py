@@ -144,7 +144,7 @@ def test_capture_export_finetune_register_shadow_promote_swap_rollback(
     assert len(judged) == len(by_frame) == 36, "every frame judged once through both swaps"
 
     def versions(ids: list[str]) -> set[str]:
-        return {by_frame[f].model.version for f in ids if by_frame[f].model is not None}
+        return {m.version for f in ids if (m := by_frame[f].model) is not None}
 
     assert versions(sent[24]) == {"2"}, "judged by the fine-tune after the promotion"
     assert versions(sent[28]) == {"1"}, "judged by version 1 after the rollback"

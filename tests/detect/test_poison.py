@@ -19,9 +19,9 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import numpy as np
@@ -36,9 +36,11 @@ from inspector.events import (
     DeadLetterRecord,
     EventError,
     LineCommand,
+    Verdict,
     VerdictEvent,
     decode,
     encode,
+    header_dict,
 )
 from inspector.localstack import free_port
 from tests.act.support import Collector, verdict, write_config
@@ -85,8 +87,8 @@ def ce(ce_type: str, ctype: str = "application/json", **extra: bytes) -> list[tu
 
 
 def replace_header(
-    headers: list[tuple[str, bytes]], name: str, value: bytes
-) -> list[tuple[str, bytes]]:
+    headers: Sequence[tuple[str, str | bytes | None]], name: str, value: bytes
+) -> list[tuple[str, str | bytes | None]]:
     assert any(k == name for k, _ in headers), name
     return [(k, value if k == name else v) for k, v in headers]
 
@@ -134,18 +136,19 @@ def test_poison_records_never_stop_the_plant(
 
     # ------------------------------------------------------------ the corpus: frames
     pub = FramePublisher(cfg)
-    pub.producer = Recorder()  # type: ignore[assignment]
+    recorder = Recorder()
+    pub.producer = recorder  # type: ignore[assignment]
     now = time.time()
     good_frames: list[tuple[str, Any]] = []  # (frame id, record)
     for i in range(12):
         meta = pub.publish(("cam-1", "cam-2")[i % 2], sim_frames[i], inline=i % 3 == 0)
-        good_frames.append((meta.frame_id, pub.producer.take()))
+        good_frames.append((meta.frame_id, recorder.take()))
 
     fault_frames: list[tuple[str, str, str, Any]] = []  # (frame id, rule, reason part, record)
 
     def fault(rule: str, camera: str = "cam-1", why: str = "", **kw: Any) -> None:
         meta = pub.publish(camera, **kw)
-        fault_frames.append((meta.frame_id, rule, why, pub.producer.take()))
+        fault_frames.append((meta.frame_id, rule, why, recorder.take()))
 
     good = sim_frames[20]
     bomb = claim_size(jpeg(16, 16), 30000, 30000)  # 1 kB that decodes to 2.7 GB (675 MB at 1/2)
@@ -165,9 +168,9 @@ def test_poison_records_never_stop_the_plant(
 
     # Raw hostile frame records, built from valid ones.
     pub.publish("cam-1", good, inline=True)
-    inline_value, inline_headers, _ = pub.producer.take()
+    inline_value, inline_headers, _ = recorder.take()
     pub.publish("cam-1", good)
-    claim_value, claim_headers, _ = pub.producer.take()
+    claim_value, claim_headers, _ = recorder.take()
     assert claim_value is not None
     claim = orjson.loads(claim_value)
     frame_t = "io.inspector.frame.v1"
@@ -242,7 +245,7 @@ def test_poison_records_never_stop_the_plant(
     # ------------------------------------------------------------ the corpus: verdicts
     good_verdicts = [
         verdict(i, kind, cam=("cam-1", "cam-2")[i % 2])
-        for i, kind in enumerate(["PASS", "FAIL", "FAULT"] * 4)
+        for i, kind in enumerate(cast(list[Verdict], ["PASS", "FAIL", "FAULT"] * 4))
     ]
     good_v_records = []
     for v in good_verdicts:
@@ -342,9 +345,8 @@ def test_poison_records_never_stop_the_plant(
 
             return cb
 
-        producer = make_producer(
-            cfg.kafka, client_suffix="hostile", **{"message.max.bytes": 1_040_000}
-        )
+        limit: dict[str, Any] = {"message.max.bytes": 1_040_000}
+        producer = make_producer(cfg.kafka, client_suffix="hostile", **limit)
         for i, (topic, (value, headers, key), _) in enumerate(shuffled):
             producer.produce(topic, value=value, key=key, headers=headers, on_delivery=delivered(i))
             producer.poll(0)
@@ -363,7 +365,7 @@ def test_poison_records_never_stop_the_plant(
                     v = decode(m.value(), m.headers(), VerdictEvent)
                 except EventError:
                     continue  # a hostile record we put there ourselves
-                if dict(m.headers()).get("ce_source") != b"test/worker":
+                if header_dict(m.headers()).get("ce_source") != b"test/worker":
                     out.append(v)
             return out
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,22 +17,23 @@ import pytest
 import yaml
 
 from inspector.bus.store import connect
+from inspector.config import PlantConfig
 from inspector.events import DeadLetterRecord, DefectEvent, VerdictEvent, decode
-from tests.detect.conftest import FramePublisher, detect_config
-from tests.helpers import produce, read
+from tests.detect.conftest import FramePublisher, WorkerThread, detect_config
+from tests.helpers import header_bytes, produce, read, value_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
 
-def verdicts_of(cfg, count, timeout_s=60):  # type: ignore[no-untyped-def]
+def verdicts_of(cfg: PlantConfig, count: int, timeout_s: float = 60) -> list[VerdictEvent]:
     msgs = read(cfg, [cfg.topics.verdicts], count=count, timeout_s=timeout_s)
     return [decode(m.value(), m.headers(), VerdictEvent) for m in msgs]
 
 
 def test_every_frame_gets_one_verdict_and_fails_keep_evidence(
-    make_config,
-    start_worker,
-    sim_frames,  # type: ignore[no-untyped-def]
+    make_config: Callable[..., PlantConfig],
+    start_worker: Callable[[PlantConfig], WorkerThread],
+    sim_frames: list[np.ndarray],
 ) -> None:
     cfg = detect_config(make_config)
     pub = FramePublisher(cfg)
@@ -64,14 +66,14 @@ def test_every_frame_gets_one_verdict_and_fails_keep_evidence(
     )
     # The trace continues: same trace id as the frame, new span.
     [msg] = [m for m in read(cfg, [cfg.topics.verdicts], count=1)]
-    tp = dict(msg.headers())["traceparent"].decode()
+    tp = header_bytes(msg.headers())["traceparent"].decode()
     assert tp.startswith("00-") and len(tp.split("-")[1]) == 32
 
 
 def test_untrustworthy_frames_are_fault_never_pass(
-    make_config,
-    start_worker,
-    sim_frames,  # type: ignore[no-untyped-def]
+    make_config: Callable[..., PlantConfig],
+    start_worker: Callable[[PlantConfig], WorkerThread],
+    sim_frames: list[np.ndarray],
 ) -> None:
     cfg = detect_config(make_config)
     pub = FramePublisher(cfg)
@@ -111,9 +113,9 @@ def test_untrustworthy_frames_are_fault_never_pass(
 
 
 def test_malformed_frames_dead_letter_while_good_frames_flow(
-    make_config,
-    start_worker,
-    sim_frames,  # type: ignore[no-untyped-def]
+    make_config: Callable[..., PlantConfig],
+    start_worker: Callable[[PlantConfig], WorkerThread],
+    sim_frames: list[np.ndarray],
 ) -> None:
     cfg = detect_config(make_config)
     pub = FramePublisher(cfg)
@@ -156,9 +158,9 @@ def test_malformed_frames_dead_letter_while_good_frames_flow(
 
 
 def test_inline_frames_and_redelivery_reemits_identical_verdict(
-    make_config,
-    start_worker,
-    sim_frames,  # type: ignore[no-untyped-def]
+    make_config: Callable[..., PlantConfig],
+    start_worker: Callable[[PlantConfig], WorkerThread],
+    sim_frames: list[np.ndarray],
 ) -> None:
     cfg = detect_config(make_config)
     pub = FramePublisher(cfg)
@@ -176,17 +178,17 @@ def test_inline_frames_and_redelivery_reemits_identical_verdict(
     start_worker(cfg)
     msgs = read(cfg, [cfg.topics.verdicts], count=2 * len(sent), timeout_s=60)
     by_id: dict[str, set[bytes]] = {}
-    for m in msgs:
-        by_id.setdefault(dict(m.headers())["ce_id"].decode(), set()).add(m.value())
+    for msg in msgs:
+        by_id.setdefault(header_bytes(msg.headers())["ce_id"].decode(), set()).add(value_of(msg))
     assert len(by_id) == len(sent)
     assert all(len(vals) == 1 for vals in by_id.values()), "a redelivery changed a verdict"
 
 
 @pytest.mark.slow
 def test_sigkill_one_of_two_workers_loses_nothing(
-    make_config,
-    sim_frames,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    make_config: Callable[..., PlantConfig],
+    sim_frames: list[np.ndarray],
+    tmp_path: Path,
 ) -> None:
     cfg = detect_config(
         make_config, worker={"max_batch": 4, "max_wait_ms": 2, "shed_after_ms": 60_000}
@@ -237,7 +239,7 @@ def test_sigkill_one_of_two_workers_loses_nothing(
             cfg,
             [cfg.topics.verdicts],
             timeout_s=150,
-            until=lambda ms: len({dict(m.headers())["ce_id"] for m in ms}) >= len(sent),
+            until=lambda ms: len({header_bytes(m.headers())["ce_id"] for m in ms}) >= len(sent),
         )
     finally:
         for p in procs:
@@ -251,15 +253,17 @@ def test_sigkill_one_of_two_workers_loses_nothing(
     by_id: dict[str, set[bytes]] = {}
     frames = set()
     for m in msgs:
-        by_id.setdefault(dict(m.headers())["ce_id"].decode(), set()).add(m.value())
-        frames.add(orjson.loads(m.value())["frame_id"])
+        by_id.setdefault(header_bytes(m.headers())["ce_id"].decode(), set()).add(value_of(m))
+        frames.add(orjson.loads(value_of(m))["frame_id"])
     assert frames == {m.frame_id for m in sent}, "a frame got no verdict"
     dup = {k: v for k, v in by_id.items() if len(v) > 1}
     assert not dup, f"{len(dup)} verdict ids with different payloads"
     assert procs[1].returncode == 0
 
 
-def test_part_aggregation_k_of_n(make_config, start_worker) -> None:  # type: ignore[no-untyped-def]
+def test_part_aggregation_k_of_n(
+    make_config: Callable[..., PlantConfig], start_worker: Callable[[PlantConfig], WorkerThread]
+) -> None:
     """Frames tagged with a part id: the part fails once k of its frames failed."""
     from inspector.sim import ConveyorScene, SceneConfig
 
@@ -290,10 +294,10 @@ def test_part_aggregation_k_of_n(make_config, start_worker) -> None:  # type: ig
 
 
 def test_exactly_once_commits_offsets_in_the_transaction_and_fences_zombies(
-    make_config,
-    start_worker,
-    sim_frames,
-    monkeypatch,  # type: ignore[no-untyped-def]
+    make_config: Callable[..., PlantConfig],
+    start_worker: Callable[[PlantConfig], WorkerThread],
+    sim_frames: list[np.ndarray],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The offsets travel inside the transaction, and a second instance with the same
     transactional id fences the first with the proper error."""
@@ -338,10 +342,10 @@ def test_exactly_once_commits_offsets_in_the_transaction_and_fences_zombies(
 
 @pytest.mark.slow
 def test_partitions_added_under_running_workers_then_a_third_joins(
-    make_config,
-    start_worker,
-    sim_frames,
-    monkeypatch,  # type: ignore[no-untyped-def]
+    make_config: Callable[..., PlantConfig],
+    start_worker: Callable[[PlantConfig], WorkerThread],
+    sim_frames: list[np.ndarray],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """CreatePartitions on the frames topic while two exactly-once workers run, then a
     third worker joins: the new partitions are produced to and consumed, and every frame
@@ -422,7 +426,7 @@ def test_partitions_added_under_running_workers_then_a_third_joins(
     late = read(cfg, [cfg.topics.verdicts], timeout_s=10, quiet_s=3)
     ids = Counter(v.frame_id for v in verdicts)
     assert set(ids) == {m.frame_id for m in sent}, "a frame got no verdict"
-    again = Counter(orjson.loads(m.value())["frame_id"] for m in late)
+    again = Counter(orjson.loads(value_of(m))["frame_id"] for m in late)
     assert all(n == 1 for n in again.values()), "a frame was judged twice"
     assert sum(again.values()) == len(sent)
     assert third.worker.processed > 0, "the third worker judged nothing"

@@ -213,8 +213,13 @@ def test_worker_sigkill_costs_at_most_two_seconds_and_never_stops_the_line(
                 )
                 assert assignment(cfg) == {"w2-detect": set(range(4))}
             published = dict(stream.published)
+
+            def pumped_all() -> bool:
+                pump()
+                return published.keys() <= verdicts.keys()
+
             wait_for(
-                lambda: (pump(), published.keys() <= verdicts.keys())[1],
+                pumped_all,
                 30,
                 "a verdict for every published frame",
             )

@@ -1,0 +1,37 @@
+"""Model cards: the shipped Markdown is what its JSON renders to, and a card for a
+model trained on an imported dataset names that data and its terms."""
+
+from __future__ import annotations
+
+import json
+
+from inspector.config import BUILTIN_MODELS
+from inspector.detect.card import render_card
+
+
+def test_shipped_cards_are_rendered_from_their_json() -> None:
+    for d in sorted(p for p in BUILTIN_MODELS.iterdir() if (p / "card.json").is_file()):
+        card = json.loads((d / "card.json").read_text())
+        assert (d / "MODEL_CARD.md").read_text() == render_card(card), d.name
+
+
+def test_a_card_for_imported_data_names_it_and_its_terms() -> None:
+    card = {
+        "name": "neu-det-v1",
+        "description": "Steel-surface defects.",
+        "validation_split": "NEU-DET val split",
+        "data_terms": "research use only",
+        "dataset": {"source": "../shared/datasets/neu-det", "format": "voc", "n_train": 1260},
+        "validation": {
+            "mAP50": 0.5,
+            "per_class": {
+                "crazing": {"precision": 0.1, "recall": 0.2, "mAP50": 0.3, "mAP50-95": 0.1}
+            },
+        },
+    }
+    md = render_card(card)
+    assert md.startswith("# Model card: neu-det-v1\n\nSteel-surface defects.\n")
+    assert "imported from `../shared/datasets/neu-det` (voc)" in md
+    assert "| Data terms | research use only |" in md
+    assert "## Validation (NEU-DET val split)" in md
+    assert "| crazing | 0.1 | 0.2 | 0.3 | 0.1 |" in md
