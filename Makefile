@@ -10,14 +10,17 @@ DURATION ?= 60
 PYTEST_ARGS ?=
 
 # Debian packages: redis-server for the claim-check store; GStreamer's RTSP server for
-# the simulated cameras (runs under Debian's python3-gi); chromium for the browser test.
+# the simulated cameras (runs under Debian's python3-gi); chromium for the browser test;
+# mosquitto (and its mosquitto_passwd) for the MQTT tests; Aravis for GigE Vision cameras
+# (gir1.2-aravis-0.8, imported in the venv through python3-gi, see venv-gi) and its fake
+# GigE Vision camera for the tests (aravis-tools).
 APT_PACKAGES := redis-server postgresql python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
 	gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-x \
-	gstreamer1.0-libav chromium libgl1
+	gstreamer1.0-libav chromium libgl1 mosquitto aravis-tools gir1.2-aravis-0.8
 
-.PHONY: setup system-deps kafka helm keda-crds venv test lint unit fuzz demo bench bench-soak model schemas clean
+.PHONY: setup system-deps kafka helm keda-crds venv venv-gi test lint unit fuzz demo bench bench-soak model schemas clean
 
-setup: system-deps kafka helm keda-crds $(STAMP)
+setup: system-deps kafka helm keda-crds $(STAMP) venv-gi
 
 # Apache Kafka for the tests, the demo and the bench: the broker's jars, pinned in
 # deploy/kafka/pom.xml, resolved from Maven Central into .cache/kafka/<version>/libs.
@@ -93,6 +96,25 @@ system-deps:
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
+# PyGObject for the venv (ingest imports gi.repository.Aravis in-process for gige://
+# cameras): Debian's python3-gi, exposed through a .pth that adds a folder holding only a
+# link to its `gi` package — not the whole of dist-packages, whose older copies of other
+# packages would shadow the venv's. Its C extension is built for CPython 3.11, the
+# venv's minor version, so the ABI matches. Chosen over `pip install pygobject`: PyPI's
+# 3.50+ need girepository-2.0 (GLib 2.80; bookworm has 2.74), and an older pinned one
+# is an sdist that needs a compiler, libgirepository1.0-dev, libcairo2-dev and pycairo
+# built too. Without it only gige:// cameras are refused (one line at ingest start).
+GI_DIR := /usr/lib/python3/dist-packages/gi
+
+venv-gi: $(STAMP)
+	@site=$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	if [ -e $$site/_debian_gi/gi ] && [ -f $$site/debian_gi.pth ]; then exit 0; fi; \
+	[ -d $(GI_DIR) ] || { echo "venv-gi: no $(GI_DIR) (Debian's python3-gi): GigE cameras unavailable" >&2; exit 0; }; \
+	mkdir -p $$site/_debian_gi && ln -sfn $(GI_DIR) $$site/_debian_gi/gi && \
+	echo _debian_gi > $$site/debian_gi.pth; \
+	$(BIN)/python -c 'import gi; gi.require_version("Aravis", "0.8"); from gi.repository import Aravis' \
+		|| echo "venv-gi: gi or Aravis 0.8 not importable from the venv: GigE cameras unavailable" >&2
+
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
@@ -101,7 +123,8 @@ $(STAMP): pyproject.toml
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/mypy inspector
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy inspector tests bench
 	$(BIN)/lint-imports
 
 test: lint

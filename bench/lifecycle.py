@@ -79,7 +79,7 @@ def _drain(
         finally:
             batch_s.append((t0, time.perf_counter() - t0))
 
-    loop.handle = handle  # type: ignore[method-assign]
+    loop.handle = handle
     out: dict[str, Any] = {}
     threads = [threading.Thread(target=loop.run, daemon=True)]
     shadow_loop = None

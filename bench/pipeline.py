@@ -58,7 +58,12 @@ class TimedDetector:
 
 
 def part3_worker(
-    srv: Servers, det: Detector, jpegs: list[bytes], n_frames: int, timeout_s: float = 300.0
+    srv: Servers,
+    det: Detector,
+    jpegs: list[bytes],
+    n_frames: int,
+    timeout_s: float = 300.0,
+    pipeline: bool | None = None,
 ) -> dict[str, Any]:
     """N frames pre-loaded into broker + Redis, one in-process worker drains them.
 
@@ -72,7 +77,8 @@ def part3_worker(
         cams,
         # Pre-loaded frames wait for the group join: nothing may be shed or stale.
         frames={"max_age_s": 3600},
-        worker={"max_batch": 8, "max_wait_ms": 5, "shed_after_ms": 3_600_000},
+        worker={"max_batch": 8, "max_wait_ms": 5, "shed_after_ms": 3_600_000}
+        | ({} if pipeline is None else {"pipeline": pipeline}),
     )
     cfg = make_plant(data)
     ensure_topics(cfg.kafka, cfg.topics)
@@ -166,8 +172,10 @@ def part3_worker(
     return {
         "what": f"{n_frames} sim 1280x720 q85 JPEGs pre-loaded (claim-check in Redis, "
         f"{E2E_CAMERAS} cameras, {cfg.topics.partitions} partitions), one worker in-process, "
-        f"max_batch 8, model threads {threads}; "
+        f"max_batch 8, model threads {threads}, pipeline {cfg.worker.pipeline}; "
         "first batch → last commit",
+        "pipeline": cfg.worker.pipeline,
+        "prepared_ahead": {"used": worker.ahead_used, "dropped": worker.ahead_dropped},
         "frames": n_frames,
         "processed": records,
         "complete": complete,

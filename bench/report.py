@@ -6,6 +6,7 @@ from typing import Any
 
 LATENCY_BUDGET_MS = 30.0
 E2E_TARGET = 0.95
+SINK_TARGET = 5000.0  # lake sink rows/s end to end on 2 cores (issue 15)
 MEMORY_TARGET = 0.05
 
 
@@ -115,6 +116,14 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         f"< {100 * MEMORY_TARGET:g} %",
         None if g is None else g < MEMORY_TARGET,
         "%",
+    )
+    rows9 = _get(p, "9", "rows_per_s")
+    target(
+        "9: lake sink rows/s end to end (one process)",
+        rows9,
+        f"≥ {SINK_TARGET:,.0f}",
+        None if rows9 is None else rows9 >= SINK_TARGET,
+        " rows/s",
     )
     ratios["worker with hot swap / alone"] = _get(p, "8", "swap_fps_ratio")
     ratios["worker with shadow 25 % / alone"] = _get(p, "8", "shadow_fps_ratio")
@@ -283,6 +292,29 @@ def figures(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                 "with a shadow at 25 %",
                 f"{sh['fps']} frames/s ({eight['shadow_fps_ratio']:.2f}x); shadow judged "
                 f"{sh.get('shadow_judged')} frames",
+            )
+        )
+    nine = p.get("9") or {}
+    if "lag" in nine:
+        lag = nine["lag"]
+        rows.append(
+            (
+                "9",
+                "lake sink",
+                f"{nine['verdicts']} rows in {nine['seconds_from_start']} s from the process "
+                f"start ({nine['rows_per_s']} rows/s"
+                + (
+                    f"; {nine['rows_per_s_after_first_commit']} after the first commit)"
+                    if "rows_per_s_after_first_commit" in nine
+                    else ")"
+                ),
+            )
+        )
+        rows.append(
+            (
+                "9",
+                f"lake lag at {lag['rate']:g} verdicts/s",
+                f"p50 {lag['p50_s']} s, max {lag['max_s']} s (roll_s {nine['roll_s']:g})",
             )
         )
     for name, r in (_get(p, "7", "processes") or {}).items():

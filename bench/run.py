@@ -26,6 +26,7 @@ PARTS = {
     6: "ingest cameras per core",
     7: "memory over a run",
     8: "model lifecycle: hot swap and shadow",
+    9: "lakehouse sink: rows/s and lag",
 }
 
 
@@ -43,6 +44,8 @@ class Plan:
     ingest_window_s: float = 12.0
     memory_s: float = 150.0
     lifecycle_frames: int = 480
+    lake_verdicts: int = 200_000
+    lake_lag_s: float = 30.0
 
 
 FULL = Plan()
@@ -57,6 +60,8 @@ QUICK = Plan(
     ingest_window_s=6.0,
     memory_s=60.0,
     lifecycle_frames=160,
+    lake_verdicts=50_000,
+    lake_lag_s=10.0,
 )
 
 
@@ -90,7 +95,7 @@ def selected_parts(args: argparse.Namespace) -> tuple[list[int], list[int]]:
         want = {int(p) for p in args.parts.split(",") if p.strip()}
         bad = want - set(PARTS)
         if bad:
-            raise SystemExit(f"unknown parts {sorted(bad)}; parts are 1-8")
+            raise SystemExit(f"unknown parts {sorted(bad)}; parts are 1-9")
     elif args.soak:
         want = {7}
     else:
@@ -244,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
 
             model_dir = str(REPO / Path(results["model"]["path"]).parent)
             run_part(results, 2, lambda: part2_peer(model_dir, jpegs, plan.peer_s, 320), echo)
-        if {3, 4, 5, 6, 8} & set(parts):
+        if {3, 4, 5, 6, 8, 9} & set(parts):
             with servers(log_dir) as srv:
                 run_server_parts(
                     results, parts, plan, srv, det, jpegs, e2e_frames, args, log_dir, echo
@@ -317,6 +322,17 @@ def run_server_parts(
                     f"{res['shed_after_ms']:g}; judged = PASS/FAIL verdicts"
                 )
                 results["parts"]["5"] = over
+    if 9 in parts:
+        from bench.lake import part9_lake
+
+        run_part(
+            results,
+            9,
+            lambda: part9_lake(
+                srv, n=plan.lake_verdicts, seconds=plan.lake_lag_s, work=log_dir / "lake"
+            ),
+            echo,
+        )
     if 8 in parts:
         from bench.lifecycle import part8_lifecycle
 

@@ -7,12 +7,17 @@ exposes ``register(app)``); heavy imports stay inside the commands so
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from inspector import __version__
 from inspector.commandline import ConfigOpt, fail, load_or_exit
+
+if TYPE_CHECKING:
+    from inspector.config import PlantConfig
 
 app = typer.Typer(
     name="inspector",
@@ -25,6 +30,7 @@ config_app = typer.Typer(help="Plant configuration.", no_args_is_help=True)
 topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(topics_app, name="topics")
+
 
 def _version(value: bool) -> None:
     if value:
@@ -42,9 +48,25 @@ def main(
 
 
 @config_app.command("check")
-def config_check(path: Path = typer.Argument(..., help="Plant config YAML.")) -> None:
+def config_check(
+    path: Path = typer.Argument(..., help="Plant config YAML."),
+    online: bool = typer.Option(
+        False,
+        "--online",
+        help="Also check the config against the live systems it names (the bridge's "
+        "targets: PLC reachable, credentials accepted, every node id exists and is writable).",
+    ),
+) -> None:
     """Validate a plant config; print every error with its field path."""
     cfg = load_or_exit(path)
+    if online:
+        for check in ONLINE_CHECKS:
+            problems = check(cfg)
+            if problems:
+                typer.echo(f"{path}: online check failed ({len(problems)} problems)", err=True)
+                for p in problems:
+                    typer.echo(f"  {p}", err=True)
+                raise typer.Exit(1)
     cams = sum(len(ln.cameras) for ln in cfg.lines)
     typer.echo(
         f"{path}: OK — plant {cfg.plant!r}, {len(cfg.lines)} lines, {cams} cameras, "
@@ -126,11 +148,33 @@ def demo(
         raise fail(f"pipeline processes exited uncleanly: {bad}", 1)
 
 
+def _lake_trends(cfg: PlantConfig, window_s: float) -> Callable[[], dict[str, Any]]:
+    """The dashboard's trends panel reads the lake: observe and lake are sibling stages
+    that never import each other, so they meet here (docs/architecture.md)."""
+    from inspector.lake.trends import trends_provider
+
+    return trends_provider(cfg, window_s)
+
+
+def _bridge_targets_online(cfg: PlantConfig) -> list[str]:
+    from inspector.act.bridge_service import check_targets
+
+    return check_targets(cfg)
+
+
+# What `config check --online` runs, in order; each returns one line per problem.
+ONLINE_CHECKS: list[Callable[[PlantConfig], list[str]]] = [_bridge_targets_online]
+
+
 def _register_stages() -> None:
     import importlib
 
+    # what a stage's commands get besides the app: the composition of stages
+    wiring: dict[str, dict[str, Any]] = {
+        "inspector.observe.commands": {"trends_source": _lake_trends},
+    }
     for mod in STAGE_COMMANDS:
-        importlib.import_module(mod).register(app)
+        importlib.import_module(mod).register(app, **wiring.get(mod, {}))
 
 
 # One line per stage; each module defines register(app: typer.Typer).
@@ -142,6 +186,7 @@ STAGE_COMMANDS: list[str] = [
     "inspector.dataset.commands",
     "inspector.lake.commands",
     "inspector.learn.commands",
+    "inspector.edge.commands",  # not a stage: the stages of one box as one group
 ]
 
 _register_stages()

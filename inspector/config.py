@@ -35,6 +35,24 @@ from pydantic_core import PydanticCustomError
 
 from inspector import safeyaml
 
+# Models shipped in the package: ``builtin:NAME`` is ``inspector/models/NAME/model.onnx``
+# (its .pt and INT8 build beside it). One definition, for detect's loader and the edge.
+BUILTIN_MODELS = Path(__file__).resolve().parent / "models"
+
+
+def anomaly_bank_dir(spec: str) -> Path:
+    """The directory an AnomalyRule.bank names (``builtin:NAME``: beside that model)."""
+    onnx = builtin_model_file(spec)
+    return onnx.parent if onnx is not None else Path(spec).expanduser()
+
+
+def builtin_model_file(spec: str) -> Path | None:
+    """The ONNX file a ``builtin:NAME`` model path names; None for any other path."""
+    if not spec.startswith("builtin:"):
+        return None
+    return BUILTIN_MODELS / spec.split(":", 1)[1] / "model.onnx"
+
+
 ENV_PREFIX = "INSPECTOR__"
 Identifier = Annotated[
     str,
@@ -367,6 +385,40 @@ class PartAggregation(Strict):
     k: int = Field(1, title="Failing frames needed (k_of_n)", ge=1, le=1000)
 
 
+class AnomalyRule(Strict):
+    """The unknown-defect channel (``inspector anomaly``): each detected part fully in view is
+    scored against a bank of good parts; a score above the threshold is a defect no class
+    names."""
+
+    enabled: bool = Field(False, title="Score each part for unknown defects")
+    action: Literal["fail", "review"] = Field(
+        "review",
+        title="What a part over the threshold does",
+        description="fail: the frame FAILs with rule anomaly; review: the verdict is marked "
+        "(anomaly.flagged) and still decided by the other rules.",
+    )
+    threshold: float | None = Field(
+        None,
+        title="Score threshold (null: the bank's own, set at its false-alarm rate)",
+        gt=0,
+        le=1e6,
+    )
+    bank: str = Field(
+        "builtin:defects-v1",
+        title="Anomaly bank",
+        description="builtin:NAME (the bank shipped beside that model) or a directory holding "
+        "anomaly.npz and anomaly.json.",
+        min_length=1,
+        max_length=1024,
+    )
+    part_class: str = Field("part", title="Detection class whose boxes are scored", min_length=1)
+    min_confidence: float = Field(
+        0.5, title="Part detections below this are not scored", ge=0, le=1
+    )
+    max_parts: int = Field(8, title="Parts scored per frame at most", ge=1, le=64)
+    severity: Literal["minor", "major", "critical"] = Field("major", title="Severity (fail)")
+
+
 class LineRules(Strict):
     classes: dict[str, ClassRule] = Field(
         default_factory=dict, title="Per-class rules", description="Classes not listed never fail."
@@ -390,6 +442,9 @@ class LineRules(Strict):
     )
     min_image_std: float = Field(
         4.0, title="Below this grey-level std an image counts as uniform (FAULT)", ge=0, le=128
+    )
+    anomaly: AnomalyRule = Field(
+        default_factory=lambda: AnomalyRule(), title="Unknown defects (anomaly channel)"
     )
 
     @field_validator("roi", "ignore")
@@ -462,9 +517,59 @@ class PrivacySettings(Strict):
 # --------------------------------------------------------------------------- lines
 
 
+GigEPixelFormat = Literal["Mono8", "RGB8", "BGR8", "BayerRG8", "BayerGB8", "BayerGR8", "BayerBG8"]
+
+
+class GigESettings(Strict):
+    """A GigE Vision camera's acquisition settings (``url: gige://...``), set at each connect.
+
+    ``null`` leaves the camera's own (persisted) value alone.
+    """
+
+    pixel_format: GigEPixelFormat | None = Field(
+        None,
+        title="Pixel format (PixelFormat)",
+        description="8-bit formats ingest converts to BGR; null = the camera's current one.",
+    )
+    exposure_us: float | None = Field(
+        None, title="Exposure time in microseconds (ExposureTime)", gt=0, le=10_000_000
+    )
+    gain_db: float | None = Field(None, title="Gain in dB (Gain)", ge=0, le=100)
+    frame_rate: float | None = Field(
+        None,
+        title="Acquisition frame rate (AcquisitionFrameRate)",
+        description="Free-run only; triggered cameras take a frame per trigger.",
+        gt=0,
+        le=1000,
+    )
+    trigger: Literal["free_run", "software", "line"] = Field(
+        "free_run",
+        title="Trigger mode",
+        description="free_run: the camera streams at its frame rate; software: a frame per "
+        "software trigger (CameraReader.software_trigger, or a part-trigger 'enter' event "
+        "for this camera); line: a frame per edge on a hardware input (trigger_line).",
+    )
+    trigger_line: str = Field(
+        "Line0", title="Hardware trigger input (TriggerSource)", pattern=r"^Line[0-9]{1,2}$"
+    )
+    trigger_activation: Literal["RisingEdge", "FallingEdge"] = Field(
+        "RisingEdge", title="Hardware trigger edge (TriggerActivation)"
+    )
+    stream_buffers: int = Field(8, title="Frame buffers queued to the stream", ge=2, le=256)
+
+
 class CameraSettings(Strict):
     id: Identifier = Field(..., title="Camera id")
-    url: str = Field(..., title="RTSP URL", min_length=8, max_length=2000)
+    url: str = Field(
+        ...,
+        title="Camera URL",
+        description="rtsp://, rtsps://, or gige://<IPv4 address, serial or Aravis device id>",
+        min_length=8,
+        max_length=2000,
+    )
+    gige: GigESettings | None = Field(
+        None, title="GigE Vision settings (gige:// cameras only; defaults when omitted)"
+    )
     sample_fps: float | None = Field(
         5.0, title="Frames per second to sample", description="null = every frame.", gt=0, le=120
     )
@@ -492,9 +597,30 @@ class CameraSettings(Strict):
     @field_validator("url")
     @classmethod
     def _rtsp(cls, v: str) -> str:
+        if v.startswith("gige://"):
+            if not re.match(r"^gige://[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$", v):
+                raise ValueError(
+                    "gige:// takes the camera's IPv4 address, serial number or Aravis device "
+                    "id, e.g. gige://192.168.10.21 or gige://21744519 (no path, no spaces)"
+                )
+            return v
         if not re.match(r"^rtsps?://[^/\s]+(/\S*)?$", v):
-            raise ValueError("must be an rtsp:// or rtsps:// URL")
+            raise ValueError("must be an rtsp://, rtsps:// or gige:// URL")
         return v
+
+    @model_validator(mode="after")
+    def _gige_only_for_gige(self) -> CameraSettings:
+        if self.gige is not None and not self.is_gige:
+            raise ValueError("gige: settings apply only to a gige:// camera url")
+        return self
+
+    @property
+    def is_gige(self) -> bool:
+        return self.url.startswith("gige://")
+
+    @property
+    def gige_settings(self) -> GigESettings:
+        return self.gige if self.gige is not None else GigESettings()
 
 
 class LineSettings(Strict):
@@ -550,6 +676,15 @@ class WorkerSettings(Strict):
         le=5000,
     )
     exactly_once: bool = Field(False, title="Use Kafka transactions (consume-transform-produce)")
+    pipeline: bool = Field(
+        True,
+        title="Prepare the next batch while this one is emitted",
+        description="The records already fetched for the next batch are read from Redis, "
+        "decoded and inferred on a thread while the current batch is judged, produced, "
+        "acknowledged and committed. Verdicts, their order and every commit stay as "
+        "without it (each batch in its own turn and transaction); false runs the stages "
+        "in series.",
+    )
     annotate_evidence: bool = Field(True, title="Store an annotated evidence JPEG for FAILs")
     shed_after_ms: float = Field(
         1000.0,
@@ -762,6 +897,322 @@ class ActSettings(Strict):
     )
 
 
+# --------------------------------------------------------------------------- MQTT
+
+_MQTT_TOPIC_FIELDS = {"plant", "line_id"}
+SparkplugId = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        title="Sparkplug id",
+        description="a Sparkplug group or edge node id: no '/', '+' or '#'",
+    ),
+]
+
+
+class MqttConnection(Strict):
+    """An MQTT 5 broker and how to publish to it (``mqtt``, and ``bridge.targets`` of
+    kind ``mqtt``)."""
+
+    host: str = Field(..., title="Broker host", min_length=1, max_length=255)
+    port: int = Field(1883, title="Broker port (8883 is the usual TLS port)", ge=1, le=65535)
+    tls: bool = Field(False, title="TLS to the broker (the broker's certificate is verified)")
+    ca_file: str | None = Field(
+        None,
+        title="CA bundle (PEM path) the broker's certificate is checked against",
+        description="Unset: the system's trust store.",
+        min_length=1,
+        max_length=1000,
+    )
+    cert_file: str | None = Field(
+        None, title="Client certificate (PEM path)", min_length=1, max_length=1000
+    )
+    key_file: str | None = Field(
+        None, title="Client private key (PEM path)", min_length=1, max_length=1000
+    )
+    username: str | None = Field(None, title="User name", min_length=1, max_length=200)
+    password: SecretStr | None = Field(
+        None, title="Password", description="Keep it out of the file: ${MQTT_PASSWORD}."
+    )
+    client_id: str = Field(
+        "inspector-mqtt",
+        title="MQTT client id",
+        description="Unique per connected process: the broker drops an older session "
+        "with the same id.",
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+    )
+    qos: Literal[0, 1, 2] = Field(
+        1,
+        title="QoS of verdicts and line commands",
+        description="1 (default) or 2: a batch's Kafka offsets are committed only after the "
+        "broker acknowledged every publish of it (PUBACK / PUBCOMP). 0: committed once "
+        "written to the socket; a broker crash can lose what it had not routed yet.",
+    )
+    topic_prefix: str = Field(
+        "inspector/{line_id}",
+        title="Topic prefix (JSON payloads)",
+        description="{plant} and {line_id} are filled in; verdicts go to <prefix>/verdicts "
+        "and line commands to <prefix>/commands.",
+        min_length=1,
+        max_length=200,
+    )
+    payload_format: Literal["json", "sparkplug_b"] = Field(
+        "json",
+        title="Payload format",
+        description="json: one compact object per verdict / command on the prefix's topics. "
+        "sparkplug_b: spBv1.0 protobuf payloads, one device per line, DDATA on "
+        "spBv1.0/<group>/DDATA/<edge node>/<line>, NBIRTH/DBIRTH on every connect and "
+        "an NDEATH will.",
+    )
+    sparkplug_group_id: SparkplugId = Field("inspector", title="Sparkplug group id")
+    sparkplug_edge_node_id: SparkplugId = Field("inspector", title="Sparkplug edge node id")
+    keepalive_s: int = Field(30, title="MQTT keep-alive", ge=5, le=3600)
+    connect_timeout_s: float = Field(
+        10.0, title="TCP, TLS and CONNACK must complete within this", gt=0, le=120
+    )
+    ack_timeout_s: float = Field(
+        10.0,
+        title="A batch's publishes must all be acknowledged within this",
+        description="Else the connection is dropped and the batch retried on a new one "
+        "(nothing committed meanwhile).",
+        gt=0,
+        le=300,
+    )
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _topic_template(cls, v: str) -> str:
+        if any(c in v for c in "+#\0") or v.startswith("/") or v.endswith("/"):
+            raise ValueError("topic_prefix: no '+', '#' or NUL, no leading or trailing '/'")
+        names = set(re.findall(r"\{([^{}]*)\}", v))
+        unknown = names - _MQTT_TOPIC_FIELDS
+        if unknown or v.count("{") != len(re.findall(r"\{[^{}]*\}", v)):
+            raise ValueError(
+                f"topic_prefix: only {{plant}} and {{line_id}} may be filled in; got {v!r}"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _tls_and_login(self) -> MqttConnection:
+        if not self.tls:
+            for name in ("ca_file", "cert_file", "key_file"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} is set but tls is off")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        if self.password is not None and self.username is None:
+            raise ValueError("password is set without username")
+        return self
+
+    def topic(self, plant: str, line_id: str, kind: Literal["verdicts", "commands"]) -> str:
+        return f"{self.topic_prefix.format(plant=plant, line_id=line_id)}/{kind}"
+
+
+class MqttSettings(MqttConnection):
+    """``inspector mqtt``: verdict summaries and line commands to an MQTT 5 broker."""
+
+    publish_line_commands: bool = Field(
+        True, title="Also publish the line-commands topic (stop, resume, divert ...)"
+    )
+    top_findings: int = Field(3, title="Findings per verdict summary (worst first)", ge=0, le=50)
+    group_id: str = Field("inspector-mqtt", title="Kafka consumer group", min_length=1)
+    max_batch: int = Field(64, title="Records per consumer batch", ge=1, le=10000)
+    metrics_port: int = Field(
+        9106, title="Metrics/health port of inspector mqtt (0 = off)", ge=0, le=65535
+    )
+
+
+# --------------------------------------------------------------------------- bridge
+
+OpcUaType = Literal[
+    "Boolean",
+    "SByte",
+    "Byte",
+    "Int16",
+    "UInt16",
+    "Int32",
+    "UInt32",
+    "Int64",
+    "UInt64",
+    "Float",
+    "Double",
+    "String",
+]
+_INT_RANGES: dict[str, tuple[int, int]] = {
+    "SByte": (-(2**7), 2**7 - 1),
+    "Byte": (0, 2**8 - 1),
+    "Int16": (-(2**15), 2**15 - 1),
+    "UInt16": (0, 2**16 - 1),
+    "Int32": (-(2**31), 2**31 - 1),
+    "UInt32": (0, 2**32 - 1),
+    "Int64": (-(2**63), 2**63 - 1),
+    "UInt64": (0, 2**64 - 1),
+}
+# What a String value may name: fields of the line command being written.
+COMMAND_FIELDS = ("command_id", "line_id", "command", "part_id", "episode_id", "verdict_id")
+_NODE_ID = r"^(ns=\d{1,5};|nsu=[^;]{1,500};)?[isgb]=.{1,500}$"
+
+
+class OpcUaWrite(Strict):
+    """One PLC variable a line command sets: written, then read back to confirm."""
+
+    node_id: str = Field(
+        ...,
+        title="Node id",
+        description="OPC UA node id, e.g. ns=2;s=Line1.Divert",
+        pattern=_NODE_ID,
+        max_length=520,
+    )
+    type: OpcUaType = Field(..., title="Variant type written")
+    value: bool | int | float | str = Field(
+        ...,
+        title="Value",
+        description="A String may name command fields: {part_id}, {command_id}, ...",
+    )
+
+    @model_validator(mode="after")
+    def _value_fits_type(self) -> OpcUaWrite:
+        v, t = self.value, self.type
+        if t == "Boolean":
+            ok = isinstance(v, bool)
+        elif t in _INT_RANGES:
+            lo, hi = _INT_RANGES[t]
+            ok = isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+        elif t in ("Float", "Double"):
+            ok = isinstance(v, int | float) and not isinstance(v, bool)
+        else:
+            ok = isinstance(v, str) and len(v) <= 1000
+            if ok:
+                try:
+                    str(v).format(**{f: "x" for f in COMMAND_FIELDS})
+                except (KeyError, IndexError, ValueError) as exc:
+                    raise ValueError(
+                        f"value {v!r}: only {{{'}, {'.join(COMMAND_FIELDS)}}} may be named "
+                        f"({type(exc).__name__}: {exc})"
+                    ) from None
+        if not ok:
+            raise ValueError(f"value {v!r} is not a valid {t}")
+        return self
+
+
+class OpcUaLine(Strict):
+    """The PLC variables of one line, by line command (a command left out is not sent)."""
+
+    divert: OpcUaWrite | None = Field(None, title="divert")
+    stop: OpcUaWrite | None = Field(None, title="stop")
+    resume: OpcUaWrite | None = Field(None, title="resume")
+    manual_inspection: OpcUaWrite | None = Field(None, title="manual_inspection")
+
+
+class OpcUaSecurity(Strict):
+    policy: Literal["None", "Basic256Sha256"] = Field("None", title="Security policy")
+    mode: Literal["Sign", "SignAndEncrypt"] = Field(
+        "SignAndEncrypt", title="Message security mode (Basic256Sha256)"
+    )
+    certificate: str | None = Field(
+        None, title="Client certificate path (PEM or DER)", max_length=1000
+    )
+    private_key: str | None = Field(None, title="Client private key path (PEM)", max_length=1000)
+    private_key_password: SecretStr | None = Field(None, title="Private key password")
+    server_certificate: str | None = Field(
+        None,
+        title="The PLC's certificate (PEM or DER)",
+        description="Pinned: the client encrypts to it, so a server holding another key fails",
+        max_length=1000,
+    )
+    application_uri: str = Field(
+        "urn:inspector:bridge",
+        title="Client application URI",
+        description="Must match the URI in the client certificate's subjectAltName",
+        max_length=500,
+    )
+
+    @model_validator(mode="after")
+    def _files_for_policy(self) -> OpcUaSecurity:
+        if self.policy != "None":
+            missing = [
+                f
+                for f in ("certificate", "private_key", "server_certificate")
+                if getattr(self, f) is None
+            ]
+            if missing:
+                raise ValueError(f"policy {self.policy} needs {', '.join(missing)}")
+        return self
+
+
+class OpcUaTarget(Strict):
+    """A PLC reached over OPC UA (client/server): line commands become variable writes."""
+
+    kind: Literal["opcua"] = "opcua"
+    name: Identifier = Field(..., title="Target name")
+    endpoint: str = Field(
+        ..., title="Endpoint URL", pattern=r"^opc\.tcp://[^\s]{1,500}$", max_length=520
+    )
+    security: OpcUaSecurity = Field(
+        default_factory=lambda: OpcUaSecurity(), title="Channel security"
+    )
+    username: str | None = Field(None, title="User name", max_length=200)
+    password: SecretStr | None = Field(None, title="Password")
+    connect_timeout_s: float = Field(5.0, title="Connect timeout", gt=0, le=120)
+    request_timeout_s: float = Field(3.0, title="Timeout of one write or read", gt=0, le=120)
+    lines: dict[str, OpcUaLine] = Field(
+        ..., title="Variables per line id", min_length=1, max_length=256
+    )
+
+    @model_validator(mode="after")
+    def _password_with_user(self) -> OpcUaTarget:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together")
+        return self
+
+
+class MqttTarget(MqttConnection):
+    """Line commands published to an MQTT broker; delivered once the broker acknowledged
+    the publish (PUBACK at QoS 1). Topics and payloads are those of ``inspector mqtt``."""
+
+    kind: Literal["mqtt"] = "mqtt"
+    name: Identifier = Field(..., title="Target name")
+    client_id: str = Field(
+        "inspector-bridge",
+        title="MQTT client id",
+        description="Unique per connected process (not inspector mqtt's).",
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+    )
+    sparkplug_edge_node_id: SparkplugId = Field(
+        "inspector-bridge", title="Sparkplug edge node id (not inspector mqtt's)"
+    )
+    lines: list[Identifier] = Field(
+        default_factory=list, title="Lines whose commands go here (empty: every line)"
+    )
+
+
+BridgeTarget = Annotated[OpcUaTarget | MqttTarget, Field(discriminator="kind")]
+
+
+class BridgeSettings(Strict):
+    """``inspector bridge``: line commands to the line's controllers (PLC targets)."""
+
+    group_id: str = Field("inspector-bridge", title="Consumer group", min_length=1)
+    max_batch: int = Field(16, title="Line commands per consumer batch", ge=1, le=1000)
+    retry: RetrySettings = Field(
+        default_factory=lambda: RetrySettings(
+            max_attempts=8, initial_backoff_s=0.5, max_backoff_s=5.0, give_up_after_s=60.0
+        ),
+        title="Retry per command and target, then dead-letter",
+    )
+    port: int = Field(9105, title="bridge metrics/health port (0 = off)", ge=0, le=65535)
+    targets: list[BridgeTarget] = Field(default_factory=list, title="Targets", max_length=64)
+
+    @field_validator("targets")
+    @classmethod
+    def _unique_names(cls, v: list[BridgeTarget]) -> list[BridgeTarget]:
+        names = [t.name for t in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"duplicate target names: {dup}")
+        return v
+
+
 # --------------------------------------------------------------------------- observe
 
 
@@ -835,13 +1286,75 @@ class IngestSettings(Strict):
     )
 
 
+# --------------------------------------------------------------------------- edge
+
+EdgeStage = Literal["ingest", "worker", "act", "bridge", "mqtt", "sink"]
+
+
+def _edge_stages() -> list[EdgeStage]:
+    return ["ingest", "worker", "act"]
+
+
+class EdgeSettings(Strict):
+    """``inspector edge``: the stages of one box as one supervised process group."""
+
+    stages: list[EdgeStage] = Field(
+        default_factory=_edge_stages,
+        title="Stages the group runs",
+        description="Each is the ordinary `inspector <stage>` process; bridge (line "
+        "commands to PLCs, needs bridge.targets), mqtt (needs the mqtt section) and sink "
+        "are optional.",
+        min_length=1,
+        max_length=6,
+    )
+    workers: int = Field(1, title="Worker processes", ge=1, le=64)
+    port: int = Field(
+        9110, title="Supervisor's /healthz /readyz /metrics port (0 = off)", ge=0, le=65535
+    )
+    restart_backoff_s: float = Field(
+        1.0, title="First restart delay after a child exits", gt=0, le=600
+    )
+    restart_backoff_max_s: float = Field(
+        30.0, title="Restart delay cap (doubles per crash in a row)", gt=0, le=3600
+    )
+    stable_after_s: float = Field(
+        60.0, title="A child up this long resets its restart delay", gt=0, le=86400
+    )
+    hung_after_s: float = Field(
+        30.0,
+        title="Kill a child whose /healthz has not answered OK for this long",
+        description="Its own watchdog: a stage whose loop stopped beating answers 503.",
+        gt=0,
+        le=3600,
+    )
+    start_grace_s: float = Field(
+        60.0, title="Health is not judged this long after a (re)start", gt=0, le=3600
+    )
+    int8: Literal["auto", "off"] = Field(
+        "auto",
+        title="Use the INT8 build of the worker's model when present",
+        description="auto: <model>.int8.onnx beside the configured ONNX file is used "
+        "instead of it when that file exists.",
+    )
+    stop_timeout_s: float = Field(
+        30.0, title="Wait this long for a child to stop before SIGKILL", gt=0, le=600
+    )
+
+    @field_validator("stages")
+    @classmethod
+    def _unique_stages(cls, v: list[EdgeStage]) -> list[EdgeStage]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"duplicate stages: {v}")
+        return v
+
+
 # --------------------------------------------------------------------------- lake
 
-LakeTable = Literal["verdicts", "actions", "camera_status", "defects"]
+LakeTable = Literal["verdicts", "actions", "camera_status", "defects", "shadow_verdicts", "drift"]
 
 
 def _all_lake_tables() -> list[LakeTable]:
-    return ["verdicts", "actions", "camera_status", "defects"]
+    return ["verdicts", "actions", "camera_status", "defects", "shadow_verdicts", "drift"]
 
 
 class Shift(Strict):
@@ -858,6 +1371,78 @@ class Shift(Strict):
     def minute(self) -> int:
         h, m = self.start.split(":")
         return int(h) * 60 + int(m)
+
+
+S3_SCHEMES = ("s3://", "s3a://", "s3n://")
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` with its password, if any, as ``***`` (for logs and /readyz)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(uri).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return uri
+
+
+class LakeS3(Strict):
+    """S3, or an S3-compatible store, holding an ``s3://bucket/prefix`` warehouse; passed
+    to pyiceberg's FileIO as its ``s3.*`` properties."""
+
+    endpoint: str | None = Field(
+        None,
+        title="S3 endpoint URL",
+        description="http(s)://host:port of an S3-compatible store; unset = AWS S3 in region.",
+        pattern=r"^https?://[^\s/]+(/\S*)?$",
+        max_length=500,
+    )
+    region: str = Field("us-east-1", title="S3 region", pattern=r"^[a-z0-9-]{1,50}$")
+    access_key_id: str | None = Field(
+        None,
+        title="Access key id",
+        description="With secret_access_key; both unset = the AWS default credential chain "
+        "(environment, profile, instance role).",
+        min_length=1,
+        max_length=200,
+    )
+    secret_access_key: SecretStr | None = Field(
+        None, title="Secret access key", min_length=1, max_length=500
+    )
+    path_style: bool = Field(
+        True,
+        title="Path-style bucket addressing",
+        description="endpoint/bucket/key, as most S3-compatible stores want; false forces "
+        "virtual-hosted style (bucket.endpoint/key). Without an endpoint AWS S3 is "
+        "addressed virtual-hosted either way.",
+    )
+    connect_timeout_s: float = Field(5.0, title="S3 connect timeout", gt=0, le=300)
+    request_timeout_s: float = Field(30.0, title="S3 request timeout", gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _keys_in_pairs(self) -> LakeS3:
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError(
+                "access_key_id and secret_access_key go together "
+                "(or neither, for the AWS default credential chain)"
+            )
+        return self
+
+    def fileio_properties(self) -> dict[str, str]:
+        """pyiceberg's ``s3.*`` FileIO properties."""
+        props = {
+            "s3.region": self.region,
+            "s3.force-virtual-addressing": "false" if self.path_style else "true",
+            "s3.connect-timeout": str(self.connect_timeout_s),
+            "s3.request-timeout": str(self.request_timeout_s),
+        }
+        if self.endpoint:
+            props["s3.endpoint"] = self.endpoint
+        if self.access_key_id and self.secret_access_key:
+            props["s3.access-key-id"] = self.access_key_id
+            props["s3.secret-access-key"] = self.secret_access_key.get_secret_value()
+        return props
 
 
 class LakeSettings(Strict):
@@ -888,12 +1473,18 @@ class LakeSettings(Strict):
         min_length=1,
         max_length=2000,
     )
+    s3: LakeS3 | None = Field(
+        None,
+        title="S3 settings of an s3:// warehouse",
+        description="Endpoint, region, keys; unset = pyiceberg's defaults and the AWS "
+        "default credential chain.",
+    )
     namespace: str = Field("inspector", title="Table namespace", pattern=r"^[a-z][a-z0-9_]{0,62}$")
     tables: list[LakeTable] = Field(
         default_factory=_all_lake_tables,
         title="Tables the sink writes (one per topic)",
         min_length=1,
-        max_length=4,
+        max_length=6,
     )
     group_id: str = Field("inspector-lake", title="Consumer group", min_length=1, max_length=200)
     roll_bytes: int = Field(
@@ -925,6 +1516,34 @@ class LakeSettings(Strict):
     expire_every_s: float = Field(
         3600, title="How often the sink expires old snapshots", ge=1, le=7 * 86400
     )
+    evolve_schema: bool = Field(
+        True,
+        title="Add a column for an event's unknown top-level field",
+        description="Off: such an event is dead-lettered (schema_violation) like in "
+        "every other stage.",
+    )
+    max_added_columns: int = Field(
+        64, title="Most columns schema evolution may add to one table", ge=0, le=1000
+    )
+    compact_every_s: float = Field(
+        600,
+        title="How often the sink compacts small files",
+        description="Each round rewrites at most compact_max_partitions partitions.",
+        ge=1,
+        le=7 * 86400,
+    )
+    compact_min_files: int = Field(
+        8, title="Compact a partition once it has this many small files", ge=2, le=100000
+    )
+    compact_small_bytes: int = Field(
+        32 * 1024 * 1024,
+        title="A data file below this size is small",
+        ge=1024,
+        le=1024**3,
+    )
+    compact_max_partitions: int = Field(
+        4, title="Partitions rewritten per compaction round", ge=0, le=1000
+    )
 
     shifts: list[Shift] = Field(
         default_factory=list,
@@ -949,6 +1568,15 @@ class LakeSettings(Strict):
         if len(set(v)) != len(v):
             raise ValueError(f"duplicate tables: {v}")
         return v
+
+    @model_validator(mode="after")
+    def _s3_needs_s3_warehouse(self) -> LakeSettings:
+        if self.s3 is not None and not (self.warehouse or "").startswith(S3_SCHEMES):
+            raise ValueError(
+                f"s3 is set but warehouse ({self.warehouse or 'the local default'}) "
+                "is not an s3:// location"
+            )
+        return self
 
     def resolved_catalog_uri(self) -> str:
         if self.catalog_uri:
@@ -1169,6 +1797,13 @@ class PlantConfig(Strict):
     )
     lake: LakeSettings = Field(default_factory=lambda: LakeSettings(), title="Lakehouse")
     learn: LearnSettings = Field(default_factory=lambda: LearnSettings(), title="Model lifecycle")
+    edge: EdgeSettings = Field(default_factory=lambda: EdgeSettings(), title="Edge profile")
+    mqtt: MqttSettings | None = Field(
+        None, title="MQTT publisher (inspector mqtt): verdicts and line commands to a broker"
+    )
+    bridge: BridgeSettings = Field(
+        default_factory=lambda: BridgeSettings(), title="Line bridge (PLC targets)"
+    )
 
     @model_validator(mode="after")
     def _cross_refs(self) -> PlantConfig:
@@ -1227,6 +1862,33 @@ class PlantConfig(Strict):
                         f"workflows[{i}] ({wf.name}).filter.classes: class {cls!r} is in no "
                         f"rules of its lines; known: {sorted(known)}"
                     )
+        for i, target in enumerate(self.bridge.targets):
+            for ln in target.lines:
+                if ln not in line_ids:
+                    raise ValueError(
+                        f"bridge.targets[{i}] ({target.name}).lines: unknown line {ln!r}; "
+                        f"known: {line_ids}"
+                    )
+        return self
+
+    @model_validator(mode="after")
+    def _edge_optional_stages(self) -> PlantConfig:
+        # the stage would exit at start with this config: the group would restart it forever
+        if "bridge" in self.edge.stages and not self.bridge.targets:
+            raise ValueError("edge.stages has bridge, but bridge.targets is empty")
+        if "mqtt" in self.edge.stages and self.mqtt is None:
+            raise ValueError("edge.stages has mqtt, but there is no mqtt section (mqtt.host)")
+        return self
+
+    @model_validator(mode="after")
+    def _mqtt_topics(self) -> PlantConfig:
+        m = self.mqtt
+        bad_level = not self.plant or any(c in self.plant for c in "+#/\0")
+        if m is not None and "{plant}" in m.topic_prefix and bad_level:
+            raise ValueError(
+                f"mqtt.topic_prefix fills in {{plant}}, but plant {self.plant!r} is not a "
+                "topic level (no '+', '#', '/')"
+            )
         return self
 
     def line(self, line_id: str) -> LineSettings:
@@ -1353,12 +2015,15 @@ def dump_config(cfg: PlantConfig) -> tuple[dict[str, Any], dict[str, str]]:
     return data, secrets
 
 
+_UNION_TAGS = ("divert", "stop_line", "mes_ticket", "notify", "opcua", "mqtt")
+
+
 def format_loc(loc: Sequence[int | str]) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("divert", "stop_line", "mes_ticket", "notify") and out.endswith("]"):
+        elif part in _UNION_TAGS and out.endswith("]"):
             # pydantic puts the union tag into the path; it adds nothing for a reader.
             continue
         else:

@@ -453,7 +453,8 @@ def run_demo(
         children.append(
             Child(
                 "dashboard",
-                [*exe, "dashboard", *cfg_arg],
+                # the trends panel re-reads the lake every 10 s: a demo is short
+                [*exe, "dashboard", *cfg_arg, "--trends-every", "10"],
                 env,
                 logs / "dashboard.log",
                 ports["dashboard"],
@@ -492,6 +493,7 @@ def run_demo(
         children[0].stop()
         _drain(collector, timeout_s=15)
         lake_caught_up = wait_lake(cfg, timeout_s=30)
+        trends = dashboard_trends(ports["dashboard"], token, timeout_s=15)
         worker_metrics = [scrape(p) for p in worker_ports]
         exit_codes = {c.name: c.stop() for c in children[1:]}
         exit_codes["ingest"] = children[0].proc.returncode if children[0].proc else None
@@ -499,6 +501,7 @@ def run_demo(
         card = scorecard(cfg, fleet, collector, mes, ingest_metrics, worker_metrics, elapsed)
         card["exit_codes"] = exit_codes
         card["lake"] = lake_summary(cfg, caught_up=lake_caught_up)
+        card["dashboard_trends"] = trends
         card["rss_mb"] = rss
         card["logs"] = str(logs)
         path = out_dir / f"scorecard-{stamp}.json"
@@ -615,6 +618,26 @@ def wait_lake(cfg: PlantConfig, timeout_s: float) -> bool:
             pass
         time.sleep(0.5)
     return False
+
+
+def dashboard_trends(port: int, token: str, timeout_s: float) -> dict[str, Any]:
+    """What the dashboard's Trends panel shows now, read from its /api/trends (the
+    dashboard re-reads the lake every 10 s in the demo): wait until it has the lake's
+    verdicts, or give its last answer after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    last: dict[str, Any] = {"available": False, "reason": "not asked"}
+    while True:
+        try:
+            body = http_get(
+                f"http://127.0.0.1:{port}/api/trends",
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            last = orjson.loads(body)
+        except (OSError, ValueError) as exc:
+            last = {"available": False, "reason": f"{type(exc).__name__}: {exc}"}
+        if (last.get("available") and last.get("verdicts")) or time.monotonic() > deadline:
+            return last
+        time.sleep(1.0)
 
 
 def lake_summary(cfg: PlantConfig, *, caught_up: bool) -> dict[str, Any]:
@@ -802,4 +825,22 @@ def print_scorecard(card: dict[str, Any], echo: Any = print) -> None:
                 f"{r['line']} p50 {r['p50_ms']} ms p95 {r['p95_ms']} ms" for r in lake["latency"]
             )
         )
+    tr = card.get("dashboard_trends")
+    if tr and not tr.get("available"):
+        echo(f"dashboard trends    not shown: {tr.get('reason')}")
+    elif tr:
+        per_line: dict[str, list[int]] = {}
+        for r in tr["yield"]:
+            pf = per_line.setdefault(r["line"], [0, 0])
+            pf[0] += r["pass"]
+            pf[1] += r["fail"]
+        echo(
+            f"dashboard trends    {tr['verdicts']} verdicts in the panel's window: "
+            + ", ".join(
+                f"{ln} {100 * p / (p + f):.1f} %" for ln, (p, f) in per_line.items() if p + f
+            )
+            + f"; Pareto {', '.join(r['class'] for r in tr['pareto']) or 'no findings'}"
+            + f"; {len(tr['shifts'] or [])} shift rows"
+        )
+
     echo(f"scorecard JSON      {card.get('path')}")

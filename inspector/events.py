@@ -145,6 +145,26 @@ class Finding(BaseModel):
     rule: Id
 
 
+class PartAnomaly(BaseModel):
+    """One part's unknown-defect score (``inspector anomaly``)."""
+
+    model_config = WIRE
+    box: Box
+    score: float = Field(..., ge=0, le=1e6, description="largest patch distance to good parts")
+    over: bool = Field(..., description="score above the threshold")
+
+
+class AnomalyReport(BaseModel):
+    """What the anomaly channel saw in a frame: each part scored, and whether any is over."""
+
+    model_config = WIRE
+    threshold: float = Field(..., gt=0, le=1e6)
+    action: Literal["fail", "review"]
+    flagged: bool = Field(..., description="a part is over the threshold (review: look at it)")
+    parts: list[PartAnomaly] = Field(default_factory=list, max_length=64)
+    skipped: Count = Field(0, description="part boxes not scored (cut by the frame edge)")
+
+
 class VerdictEvent(Payload):
     ce_type: ClassVar[str] = "io.inspector.verdict.v1"
     verdict_id: Id
@@ -168,6 +188,9 @@ class VerdictEvent(Payload):
     timings: Timings
     evidence_key: Key | None = Field(None, description="Redis key of the frame kept as evidence")
     annotated_key: Key | None = Field(None, description="Redis key of the annotated JPEG")
+    anomaly: AnomalyReport | None = Field(
+        None, description="the unknown-defect channel, when the line's rules turn it on"
+    )
 
     def event_id(self) -> str:
         return self.verdict_id
@@ -263,11 +286,15 @@ class LineCommand(Payload):
 
 
 # queued: a webhook delivery was durably stored in the outbox; fired follows on a 2xx.
+# delivered / failed: the line bridge's word on a line command at one target (written and
+# confirmed / refused for a reason no retry fixes); retried and given_up as for webhooks.
 ActionOutcome = Literal[
     "fired",
     "queued",
     "retried",
     "given_up",
+    "delivered",
+    "failed",
     "suppressed_cooldown",
     "suppressed_dedup",
     "suppressed_debounce",
@@ -555,15 +582,40 @@ def _validation_error(what: str, exc: ValidationError) -> EventError:
     return EventError(reason, f"{what}: {loc}: {first['msg']} ({exc.error_count()} errors)")
 
 
-def parse_json(value: bytes | None, expect: type[P]) -> P:
+def decode_evolving(
+    value: bytes | None, headers: RawHeaders, expect: type[P]
+) -> tuple[P, dict[str, Any]]:
+    """Like ``decode``, but top-level fields ``expect`` does not know are returned apart
+    (name → JSON value) instead of refused: a reader that stores events (the lake) can
+    keep a newer producer's optional fields. Unknown fields deeper down still refuse."""
+    ce_type, ctype, _ = check_envelope(headers)
+    if ce_type != expect.ce_type:
+        raise EventError("wrong_type", f"expected {expect.ce_type}, got {ce_type}")
+    if ctype != JSON:
+        raise EventError("wrong_content_type", f"expected {JSON}, got {ctype}")
+    data = _json_object(value)
+    if not isinstance(data, dict):
+        return parse_json(value, expect), {}  # the same refusal decode() gives
+    extras = {k: data.pop(k) for k in [k for k in data if k not in expect.model_fields]}
+    try:
+        return expect.model_validate(data), extras
+    except ValidationError as exc:
+        raise _validation_error(expect.ce_type, exc) from None
+
+
+def _json_object(value: bytes | None) -> Any:
     if not value:
         raise EventError(
             "empty_value", "record has no value" if value is None else "value is empty"
         )
     try:
-        data: Any = orjson.loads(value)
+        return orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         raise EventError("bad_json", f"value is not JSON: {exc}") from None
+
+
+def parse_json(value: bytes | None, expect: type[P]) -> P:
+    data = _json_object(value)
     try:
         return expect.model_validate(data)
     except ValidationError as exc:

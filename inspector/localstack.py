@@ -1,4 +1,4 @@
-"""Embedded servers for the demo, the tests and the bench: Apache Kafka and a redis-server.
+"""Embedded servers for the demo, the tests and the bench: Apache Kafka, redis-server, mosquitto.
 
 Production runs against a real Kafka cluster and Redis; these exist so that
 ``make demo``, ``make test`` and ``make bench`` work on one machine with nothing
@@ -619,6 +619,94 @@ def start_redis(
     return mp.start()
 
 
+# --------------------------------------------------------------------------- Mosquitto
+
+
+def mosquitto_tool(tool: str = "mosquitto") -> str:
+    """``mosquitto`` (in /usr/sbin) or ``mosquitto_passwd`` from Debian's mosquitto."""
+    found = shutil.which(tool) or next(
+        (str(p) for p in (Path("/usr/sbin") / tool, Path("/usr/bin") / tool) if p.exists()), None
+    )
+    if not found:
+        raise FileNotFoundError(f"{tool} not found: apt-get install mosquitto (make setup)")
+    return found
+
+
+def mosquitto_passwords(path: Path, users: Mapping[str, str]) -> Path:
+    """Write a mosquitto password file (hashed by mosquitto_passwd) for ``users``."""
+    tmp = path.with_name(path.name + ".new")
+    tmp.unlink(missing_ok=True)
+    tmp.touch(0o600)
+    for user, password in users.items():
+        subprocess.run(
+            [mosquitto_tool("mosquitto_passwd"), "-b", str(tmp), user, password],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+    tmp.replace(path)  # a SIGHUPed mosquitto never reads a half-written file
+    return path
+
+
+@dataclass(frozen=True)
+class MosquittoTls:
+    """TLS for an embedded mosquitto: its listener then speaks TLS only."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+    require_certificate: bool = True  # demand a client certificate signed by ca_file
+
+
+def start_mosquitto(
+    port: int | None = None,
+    log_dir: Path | None = None,
+    *,
+    tls: MosquittoTls | None = None,
+    password_file: Path | None = None,
+) -> ManagedProcess:
+    """A throw-away mosquitto on loopback, from a config file it writes: anonymous
+    clients refused when ``password_file`` is given, no persistence. SIGHUP makes it
+    re-read the password file."""
+    port = port or free_port()
+    log_dir = log_dir or Path(tempfile.mkdtemp(prefix="inspector-mosquitto-"))
+    workdir = tempfile.mkdtemp(prefix="inspector-mosquitto-conf-")
+    lines = [
+        "per_listener_settings false",
+        "user root" if os.geteuid() == 0 else "",
+        "persistence false",
+        "log_dest stdout",
+        "log_type error",
+        "log_type warning",
+        "log_type notice",
+        "log_type information",
+        "connection_messages true",
+        f"listener {port} 127.0.0.1",
+    ]
+    if tls:
+        lines += [
+            f"cafile {tls.ca_file}",
+            f"certfile {tls.cert_file}",
+            f"keyfile {tls.key_file}",
+            f"require_certificate {'true' if tls.require_certificate else 'false'}",
+        ]
+    if password_file is not None:
+        lines += ["allow_anonymous false", f"password_file {password_file}"]
+    else:
+        lines += ["allow_anonymous true"]
+    conf_path = Path(workdir) / "mosquitto.conf"
+    conf_path.write_text("".join(f"{ln}\n" for ln in lines if ln))
+    mp = ManagedProcess(
+        name="mosquitto",
+        argv=[mosquitto_tool(), "-c", str(conf_path)],
+        host="127.0.0.1",
+        port=port,
+        log_path=log_dir / f"mosquitto-{port}.log",
+        _workdir=workdir,
+    )
+    return mp.start()
+
+
 # --------------------------------------------------------------------------- PostgreSQL
 
 
@@ -657,9 +745,22 @@ def start_postgres(
         for d in (workdir, str(data)):
             os.chown(d, pw.pw_uid, pw.pw_gid)
     init = subprocess.run(
-        [postgres_bin("initdb"), "-D", str(data), "-U", "inspector", "--auth=trust",
-         "--no-sync", "-E", "UTF8", "--locale=C"],
-        capture_output=True, text=True, user=user, group=_group_of(user) if user else None,
+        [
+            postgres_bin("initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "inspector",
+            "--auth=trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ],
+        capture_output=True,
+        text=True,
+        user=user,
+        group=_group_of(user) if user else None,
         timeout=120,
     )
     if init.returncode != 0:
@@ -667,8 +768,20 @@ def start_postgres(
         raise RuntimeError(f"initdb failed: {init.stderr.strip()[-2000:]}")
     mp = ManagedProcess(
         name="postgres",
-        argv=[postgres_bin("postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
-              "-k", workdir, "-F", "-c", "max_connections=50"],
+        argv=[
+            postgres_bin("postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(port),
+            "-h",
+            "127.0.0.1",
+            "-k",
+            workdir,
+            "-F",
+            "-c",
+            "max_connections=50",
+        ],
         host="127.0.0.1",
         port=port,
         log_path=log_dir / f"postgres-{port}.log",
@@ -683,9 +796,24 @@ def _create_database(port: int, name: str) -> None:
     deadline = time.monotonic() + 30
     while True:
         out = subprocess.run(
-            ["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "inspector", "-d", "postgres",
-             "-v", "ON_ERROR_STOP=1", "-c", f'CREATE DATABASE "{name}"'],
-            capture_output=True, text=True, timeout=30,
+            [
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                "inspector",
+                "-d",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                f'CREATE DATABASE "{name}"',
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         if out.returncode == 0:
             return
@@ -706,11 +834,56 @@ def start_mlflow_server(
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
     mp = ManagedProcess(
         name="mlflow-server",
-        argv=[sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
-              "--artifacts-destination", artifacts.resolve().as_uri(), "--host", "127.0.0.1",
-              "--port", str(port), "--workers", "1"],
+        argv=[
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            backend_uri,
+            "--artifacts-destination",
+            artifacts.resolve().as_uri(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
         host="127.0.0.1",
         port=port,
         log_path=log_dir / f"mlflow-{port}.log",
     )
     return mp.start(timeout_s=120, env=env)
+
+
+def start_s3(
+    port: int | None = None, log_dir: Path | None = None, *, buckets: tuple[str, ...] = ()
+) -> ManagedProcess:
+    """An S3-compatible endpoint on loopback: moto's standalone server (Apache-2.0, an
+    emulator of the S3 API, in memory: a restart loses every object), ``buckets``
+    created. Any access key and secret are accepted; path-style addressing."""
+    import sys
+    import urllib.request
+
+    port = port or free_port()
+    log_dir = log_dir or Path(tempfile.mkdtemp(prefix="inspector-s3-"))
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "inspector",
+        "AWS_SECRET_ACCESS_KEY": "inspector",
+    }
+    mp = ManagedProcess(
+        name="s3",
+        argv=[sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        host="127.0.0.1",
+        port=port,
+        log_path=log_dir / f"s3-{port}.log",
+    ).start(timeout_s=60, env=env)
+    for bucket in buckets:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/{bucket}", method="PUT")
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            if resp.status != 200:
+                mp.close()
+                raise RuntimeError(f"s3: creating bucket {bucket} answered {resp.status}")
+    return mp

@@ -34,6 +34,9 @@ RELEASE = "inspector"
 NAMESPACE = "inspector"
 STAGES = ("ingest", "worker", "act", "dashboard")
 SINK = ("--set", "sink.enabled=true")  # the lakehouse sink, off by default
+# the PLC bridge and the MQTT publisher (off by default), from the chart's example file
+PLC_MQTT = ("-f", str(CHART / "values-plc-mqtt.yaml"))
+OPTIONAL = ("sink", "bridge", "mqtt")  # stages a release may add to STAGES
 # The oldest Kubernetes the chart declares (Chart.yaml kubeVersion) and the newest
 # schema set kubernetes-validate bundles: every object must pass both.
 KUBE_VERSIONS = ("1.27", "1.37")
@@ -123,7 +126,7 @@ def secret_env(objs: list[Obj]) -> dict[str, tuple[str, str]]:
     asserting that all stages take the same ones."""
     seen: dict[str, tuple[str, str]] | None = None
     deps = by_kind(objs, "Deployment")
-    for stage in [*STAGES, *(["sink"] if f"{RELEASE}-sink" in deps else [])]:
+    for stage in [*STAGES, *(s for s in OPTIONAL if f"{RELEASE}-{s}" in deps)]:
         env = {
             e["name"]: (
                 e["valueFrom"]["secretKeyRef"]["name"],

@@ -4,14 +4,46 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from confluent_kafka import Consumer, Message
 
 from inspector.bus.kafka import ensure_topics, make_consumer, make_producer
 from inspector.config import PlantConfig
 
-Record = tuple[bytes | None, list[tuple[str, bytes]] | None]
+# Headers as a test writes them: any sequence of (name, value) pairs (Sequence, not
+# list, so that a list of (str, bytes) pairs and encode()'s Headers both fit).
+Record = tuple[bytes | None, Sequence[tuple[str, str | bytes | None]] | None]
+
+
+def header_bytes(
+    raw: dict[str, str | bytes | None] | Sequence[tuple[str, str | bytes | None]] | None,
+) -> dict[str, bytes]:
+    """Headers by name, each value bytes: those of a consumed record (``msg.headers()``,
+    which librdkafka hands back as a list of (name, bytes) pairs though confluent_kafka's
+    type also allows a dict and str/None values) or those encode() made."""
+    assert raw is not None, "the record has no headers"
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    out: dict[str, bytes] = {}
+    for k, v in pairs:
+        assert isinstance(v, bytes), f"header {k!r} is {v!r}, not bytes"
+        out[k] = v
+    return out
+
+
+def value_of(msg: Message) -> bytes:
+    """A consumed record's value, which the test expects to be there."""
+    value = msg.value()
+    assert value is not None, "the record has no value"
+    return value
+
+
+def partition_offset(msg: Message) -> tuple[int, int]:
+    """Where a consumed record sits (both are set on a record a consumer returns)."""
+    partition, offset = msg.partition(), msg.offset()
+    assert partition is not None and offset is not None, "a record without a position"
+    return partition, offset
 
 
 def create_topics(cfg: PlantConfig) -> None:
@@ -26,10 +58,10 @@ def produce(
     max_bytes: int | None = None,
 ) -> None:
     """Produce raw records; max_bytes lets a test play a producer with a larger limit."""
-    extra = {"message.max.bytes": max_bytes} if max_bytes else {}
+    extra: dict[str, Any] = {"message.max.bytes": max_bytes} if max_bytes else {}
     p = make_producer(cfg.kafka, client_suffix="test", **extra)
     for value, headers in records:
-        p.produce(topic, value=value, key=key, headers=headers)
+        p.produce(topic, value=value, key=key, headers=None if headers is None else list(headers))
     assert p.flush(15) == 0
 
 

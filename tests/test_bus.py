@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import orjson
 import pytest
@@ -18,8 +19,8 @@ from inspector.events import (
     decode,
     encode,
 )
-from inspector.localstack import broker_choice
-from tests.helpers import create_topics, produce, read, wait_for
+from inspector.localstack import ManagedProcess, broker_choice
+from tests.helpers import create_topics, header_bytes, produce, read, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +36,7 @@ def test_event_round_trip_through_broker(plant: PlantConfig) -> None:
     value, headers = encode(trigger(1), source="inspector/test", time=1000.0)
     produce(plant, plant.topics.triggers, [(value, headers)])
     [msg] = read(plant, [plant.topics.triggers], count=1)
-    h = {k: v for k, v in msg.headers()}
+    h = header_bytes(msg.headers())
     assert h["ce_specversion"] == b"1.0"
     assert h["ce_type"] == b"io.inspector.part-trigger.v1"
     assert h["ce_source"] == b"inspector/test"
@@ -78,7 +79,7 @@ def test_unreachable_services_give_one_line() -> None:
     assert "Redis unreachable at redis://127.0.0.1:1/0" in str(ei2.value)
 
 
-def test_redis_down_is_distinct_from_expired(own_redis) -> None:  # type: ignore[no-untyped-def]
+def test_redis_down_is_distinct_from_expired(own_redis: ManagedProcess) -> None:
     client = connect(
         RedisSettings(url=f"redis://127.0.0.1:{own_redis.port}/0", socket_timeout_s=0.5)
     )
@@ -94,7 +95,7 @@ def echo_loop(cfg: PlantConfig, group: str, **kw: object) -> StreamLoop[PartTrig
     consumer = make_consumer(cfg.kafka, group)
     loop: StreamLoop[PartTrigger]
 
-    def handle(batch: list) -> None:  # type: ignore[type-arg]
+    def handle(batch: list) -> None:
         for _msg, ev in batch:
             value, headers = encode(ev, source="echo", time=ev.at)
             producer.produce(
@@ -117,13 +118,13 @@ def echo_loop(cfg: PlantConfig, group: str, **kw: object) -> StreamLoop[PartTrig
     return loop
 
 
-def start(loop: StreamLoop) -> threading.Thread:  # type: ignore[type-arg]
+def start(loop: StreamLoop) -> threading.Thread:
     t = threading.Thread(target=loop.run, daemon=True)
     t.start()
     return t
 
 
-def test_dead_letters_while_good_messages_flow(make_config) -> None:  # type: ignore[no-untyped-def]
+def test_dead_letters_while_good_messages_flow(make_config: Callable[..., PlantConfig]) -> None:
     cfg: PlantConfig = make_config(kafka={"message_max_bytes": 100_000})
     # The topic takes 1 MB (an upstream with a larger limit than this stage's 100 kB):
     # the broker itself would refuse the oversized record on a topic made with the
@@ -214,7 +215,7 @@ def test_graceful_shutdown_commits_and_restart_resumes(plant: PlantConfig) -> No
 
 
 def test_a_record_the_handler_fails_on_is_dead_lettered_and_the_stage_runs_on(
-    make_config,  # type: ignore[no-untyped-def]
+    make_config: Callable[..., PlantConfig],
 ) -> None:
     """Issue 12: an exception in the handler for one record used to end the stage, and
     its replacement met the same record: the record is dead-lettered instead."""
@@ -223,7 +224,7 @@ def test_a_record_the_handler_fails_on_is_dead_lettered_and_the_stage_runs_on(
     loop = echo_loop(cfg, "g-poison", retry_initial_s=0.01)
     inner = loop.handle
 
-    def handle(batch: list) -> None:  # type: ignore[type-arg]
+    def handle(batch: list) -> None:
         if any(ev.part_id == "poison" for _m, ev in batch):
             raise ValueError("cannot serialize this one")
         inner(batch)
@@ -255,7 +256,7 @@ def test_a_record_the_handler_fails_on_is_dead_lettered_and_the_stage_runs_on(
 
 
 def test_dead_letter_copy_of_a_huge_header_and_key_fits_the_broker(
-    make_config,  # type: ignore[no-untyped-def]
+    make_config: Callable[..., PlantConfig],
 ) -> None:
     """Issue 12 regression: a large header and key with an undecodable value made a DLQ
     copy over the topic's max.message.bytes, which killed the stage in a loop."""
@@ -307,8 +308,8 @@ def test_group_settings_for_each_protocol_and_static_membership() -> None:
 
 @pytest.mark.skipif(broker_choice() == "tansu", reason="KIP-848 groups need Apache Kafka 4")
 def test_kip848_group_session_is_set_on_the_broker_and_static_ids_are_stable(
-    make_config,
-    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+    make_config: Callable[..., PlantConfig],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
@@ -392,14 +393,14 @@ def test_a_transaction_overtaken_by_a_rebalance_is_redone_not_fatal(plant: Plant
     flaky = _RebalancedOnce(real)
     loop.producer = flaky  # type: ignore[assignment]
 
-    def produce_with(batch: list) -> None:  # type: ignore[type-arg]
+    def produce_with(batch: list) -> None:
         for _msg, ev in batch:
             value, headers = encode(ev, source="echo", time=ev.at)
             real.produce(
                 plant.topics.actions, value=value, headers=headers, on_delivery=loop.tracker
             )
 
-    loop.handle = produce_with  # type: ignore[method-assign]
+    loop.handle = produce_with
     t = start(loop)
     try:
         wait_for(lambda: loop.stats.records >= 12, 40, "every trigger after the retry")
@@ -432,7 +433,7 @@ def test_a_transient_failure_retries_the_held_batch_and_reads_nothing_new_meanwh
     tried: list[list[str]] = []
     handled: list[str] = []
 
-    def flaky(batch: list) -> None:  # type: ignore[type-arg]
+    def flaky(batch: list) -> None:
         ids = [ev.part_id for _m, ev in batch]
         if outage.is_set():
             tried.append(ids)
@@ -440,7 +441,7 @@ def test_a_transient_failure_retries_the_held_batch_and_reads_nothing_new_meanwh
         echo(batch)
         handled.extend(ids)
 
-    loop.handle = flaky  # type: ignore[method-assign]
+    loop.handle = flaky
     loop.retry_max_s = 0.4
     t = start(loop)
     try:

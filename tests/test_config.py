@@ -41,7 +41,7 @@ def test_minimal_defaults() -> None:
     [
         (
             {"lines": [{"id": "l1", "cameras": [{"id": "c1", "url": "http://x/y"}]}]},
-            "lines[0].cameras[0].url: must be an rtsp:// or rtsps:// URL",
+            "lines[0].cameras[0].url: must be an rtsp://, rtsps:// or gige:// URL",
         ),
         (
             {
@@ -168,7 +168,7 @@ def test_cli_config_check(tmp_path: Path) -> None:
     )
     res = runner.invoke(app, ["config", "check", str(bad)])
     assert res.exit_code == 2
-    assert "lines[0].cameras[0].url: must be an rtsp:// or rtsps:// URL" in res.output
+    assert "lines[0].cameras[0].url: must be an rtsp://, rtsps:// or gige:// URL" in res.output
     assert "lines[0].cameras[1].on_size_mismatch" in res.output
 
     broken = tmp_path / "broken.yaml"

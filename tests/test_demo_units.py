@@ -80,6 +80,29 @@ def test_a_verdict_from_an_unconfigured_camera_is_counted_apart() -> None:
     print_scorecard(card, lines.append)
     assert "unconfigured camera z-cam-9: PASS 0  FAIL 0  FAULT 1 (not scored)" in lines
 
+    # what the dashboard's trends panel showed at the end, from its /api/trends
+    card["dashboard_trends"] = {
+        "available": True,
+        "verdicts": 7,
+        "yield": [
+            {"line": "line-a", "pass": 3, "fail": 1},
+            {"line": "line-a", "pass": 2, "fail": 0},
+            {"line": "line-b", "pass": 0, "fail": 0},
+        ],
+        "pareto": [{"class": "dent"}, {"class": "scratch"}],
+        "shifts": [{}, {}],
+    }
+    lines.clear()
+    print_scorecard(card, lines.append)
+    assert (
+        "dashboard trends    7 verdicts in the panel's window: line-a 83.3 %; "
+        "Pareto dent, scratch; 2 shift rows"
+    ) in lines
+    card["dashboard_trends"] = {"available": False, "reason": "no catalog at /x: run it"}
+    lines.clear()
+    print_scorecard(card, lines.append)
+    assert "dashboard trends    not shown: no catalog at /x: run it" in lines
+
 
 def test_live_view_shows_the_rate_cameras_are_judged_at(tmp_path: Path) -> None:
     cfg = demo_config()
@@ -151,7 +174,7 @@ def test_live_view_tracks_manual_inspection_apart_from_stops_and_resume_ends_bot
         return LineCommand(
             command_id=cid,
             line_id="line-a",
-            command=kind,  # type: ignore[arg-type]
+            command=kind,
             episode_id=episode,
             reason=kind,
             issued_at=now,
@@ -195,7 +218,7 @@ def test_drift_alarms_show_on_their_line_until_cleared_and_shadow_verdicts_never
 
     def drift(state: str, at: float) -> DriftEvent:
         return DriftEvent(
-            state=state,  # type: ignore[arg-type]
+            state=state,
             camera_id="a-cam-1",
             line_id="line-a",
             model=ref,

@@ -19,6 +19,7 @@ from inspector.events import (
     verdict_id_for,
 )
 from inspector.schemas import render, write_schemas
+from tests.helpers import header_bytes
 
 
 def frame(storage: str = "redis") -> FrameMeta:
@@ -33,7 +34,7 @@ def frame(storage: str = "redis") -> FrameMeta:
         ingested_at=now,
         width=64,
         height=48,
-        storage=storage,  # type: ignore[arg-type]
+        storage=storage,
         claim_key="p:frame:cam-1:r1:7" if storage == "redis" else None,
         size_bytes=3,
         traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
@@ -42,7 +43,7 @@ def frame(storage: str = "redis") -> FrameMeta:
 
 def test_claim_check_frame_round_trip() -> None:
     value, headers = encode_frame(frame(), None, source="inspector/ingest")
-    h = dict(headers)
+    h = header_bytes(headers)
     assert h["ce_specversion"] == b"1.0" and h["content-type"] == b"application/json"
     assert h["ce_cameraid"] == b"cam-1" and h["ce_seq"] == b"7"
     assert h["traceparent"].startswith(b"00-")
@@ -79,7 +80,7 @@ def test_verdict_id_is_deterministic() -> None:
     assert verdict_id_for("cam-1:r1:7") != verdict_id_for("cam-1:r1:8")
     v = pass_verdict(verdict_id_for("f"))
     value, headers = encode(v, source="inspector/detect", time=1.2)
-    assert dict(headers)["ce_id"].decode() == v.verdict_id
+    assert header_bytes(headers)["ce_id"].decode() == v.verdict_id
     assert dict(headers)["ce_time"] == b"1970-01-01T00:00:01.200Z"
     assert decode(value, headers, VerdictEvent) == v
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
+from confluent_kafka import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -60,7 +61,7 @@ def _frame(storage: str) -> FrameMeta:
         ingested_at=T + 0.01,
         width=640,
         height=360,
-        storage=storage,  # type: ignore[arg-type]
+        storage=storage,
         claim_key="p:frame:cam-1:r1:7" if storage == "redis" else None,
         size_bytes=3,
         part_id="p-1",
@@ -275,7 +276,8 @@ def test_every_decode_path_returns_a_sound_payload_or_an_event_error(
         _check_frame(meta, jpeg)
     # every JSON consumer: act and observe (verdicts), ingest (triggers), the PLC side
     # and the feed (line commands, actions, defects, camera status), DLQ readers
-    for expect in {*(t for _, t in KINDS.values()), PartTrigger, DeadLetterRecord}:
+    kinds: set[type[Payload]] = {*(t for _, t in KINDS.values()), PartTrigger, DeadLetterRecord}
+    for expect in kinds:
         try:
             p = decode(value, headers, expect)
         except EventError as exc:
@@ -325,7 +327,7 @@ def test_dead_letter_copy_always_fits_the_limit(
     detail: str,
 ) -> None:
     _, value, headers = rec
-    msg = _Msg(value, [*headers, *extra], key)
+    msg = cast(Message, _Msg(value, [*headers, *extra], key))
     dlq, v, h, k = dead_letter_message(msg, "bad_json", detail, "fuzz", limit)
     size = len(v) + sum(len(n) + len(x or b"") for n, x in h) + len(k or b"")
     assert size <= limit - 1024

@@ -19,6 +19,7 @@ import yaml
 from inspector.config import PlantConfig, dump_config, parse_config
 from tests.helmchart import (
     CHART,
+    PLC_MQTT,
     RELEASE,
     SINK,
     STAGES,
@@ -51,15 +52,25 @@ SAMPLE_SECRETS = {
     "MES_WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"mes-secret-5e1c7a-0123456789").decode(),
     "DASHBOARD_TOKEN": "dashboard-token-5e1c7a",
 }
+# ... and what a plant adds for a registry server (test_workers_follow_a_registry_server...)
+MLFLOW_SECRETS = {
+    "MLFLOW_TRACKING_USERNAME": "mlflow-user-5e1c7a",
+    "MLFLOW_TRACKING_PASSWORD": "mlflow-pw-5e1c7a",
+}
+
+
+# ... and for the PLC bridge and the MQTT publisher (values-plc-mqtt.yaml)
+PLC_SECRETS = {"PLC_PASSWORD": "plc-pw-5e1c7a", "MQTT_PASSWORD": "mqtt-pw-5e1c7a"}
 
 
 def pod_env(objs: list[Obj]) -> dict[str, str]:
     """The secret environment a pod would see: exactly the variables the chart takes from
     the Secret, each with its sample value."""
     names = secret_env(objs)
-    missing = set(names) - set(SAMPLE_SECRETS)
+    samples = {**SAMPLE_SECRETS, **MLFLOW_SECRETS, **PLC_SECRETS}
+    missing = set(names) - set(samples)
     assert not missing, f"add a sample value for {sorted(missing)} to SAMPLE_SECRETS"
-    return {n: SAMPLE_SECRETS[n] for n in names}
+    return {n: samples[n] for n in names}
 
 
 def loaded_config(objs: list[Obj]) -> PlantConfig:
@@ -198,9 +209,10 @@ def test_lake_sink_runs_on_its_volume_when_enabled() -> None:
         "--set",
         "sink.persistence.enabled=false,sink.replicas=2",
         "--set-string",
-        "config.lake.catalog_uri=${LAKE_CATALOG_URI},config.lake.warehouse=s3://plant/lake",
+        "config.lake.catalog_uri=${LAKE_CATALOG_URI},config.lake.warehouse=s3://plant/lake,"
+        "config.lake.s3.secret_access_key=${LAKE_S3_SECRET},config.lake.s3.access_key_id=k",
         "--set-string",
-        "secret.env.LAKE_CATALOG_URI=lake-catalog-uri",
+        "secret.env.LAKE_CATALOG_URI=lake-catalog-uri,secret.env.LAKE_S3_SECRET=lake-s3",
     )
     sink = deployment(objs, "sink")
     assert sink["spec"]["replicas"] == 2 and "lake" not in {
@@ -208,7 +220,77 @@ def test_lake_sink_runs_on_its_volume_when_enabled() -> None:
     }
     assert not by_kind(objs, "PersistentVolumeClaim")
     assert secret_env(objs)["LAKE_CATALOG_URI"] == ("inspector-secrets", "lake-catalog-uri")
+    assert secret_env(objs)["LAKE_S3_SECRET"] == ("inspector-secrets", "lake-s3")
     validate_all(objs)
+
+
+def test_plc_bridge_and_mqtt_publisher_run_when_enabled() -> None:
+    """bridge.enabled / mqtt.enabled: `inspector bridge` and `inspector mqtt`, each on the
+    probe port of its own plant settings, with a budget, resources and the Secret's
+    passwords and certificate files; the plant config they read loads."""
+    default = {d.removeprefix(f"{RELEASE}-") for d in by_kind(render(), "Deployment")}
+    assert default == set(STAGES), "bridge and mqtt are off by default"
+    objs = render(*PLC_MQTT)
+    validate_all(objs)
+    cfg = loaded_config(objs)
+    assert cfg.mqtt is not None
+    ports = {"bridge": cfg.bridge.port, "mqtt": cfg.mqtt.metrics_port}
+    assert ports == {"bridge": 9105, "mqtt": 9106}
+    pdbs = by_kind(objs, "PodDisruptionBudget")
+    for stage, port in ports.items():
+        dep = deployment(objs, stage)
+        c = container(dep)
+        assert c["args"] == [stage, "--config", "/etc/inspector/config/plant.yaml"]
+        [p] = c["ports"]
+        assert p["containerPort"] == port
+        for probe, path in [
+            ("startupProbe", "/healthz"),
+            ("livenessProbe", "/healthz"),
+            ("readinessProbe", "/readyz"),
+        ]:
+            assert c[probe]["httpGet"] == {"path": path, "port": p["name"], "scheme": "HTTP"}
+        annotations = dep["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/port"] == str(port)
+        assert c["resources"]["requests"]["memory"] and c["resources"]["limits"]["memory"]
+        assert not gpu_anywhere(dep)
+        assert dep["spec"]["replicas"] == 1
+        pdb = pdbs[f"{RELEASE}-{stage}"]["spec"]
+        assert pdb["selector"] == dep["spec"]["selector"] and pdb["maxUnavailable"] == 1
+        env = {e["name"]: e for e in c["env"]}
+        for name, key in [("PLC_PASSWORD", "plc-password"), ("MQTT_PASSWORD", "mqtt-password")]:
+            assert env[name]["valueFrom"]["secretKeyRef"] == {
+                "name": "inspector-secrets",
+                "key": key,
+            }
+        vols = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+        keys = {i["key"] for i in vols["secret-files"]["secret"]["items"]}
+        assert {"mqtt-ca.pem", "plc-client.pem", "plc-client-key.pem", "plc-server.pem"} <= keys
+    # one MQTT client id per connection: never two publisher pods at once
+    assert deployment(objs, "mqtt")["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment(objs, "bridge")["spec"]["strategy"]["type"] == "RollingUpdate"
+    # the secrets the loader resolved came from the Secret, the files are the mounted keys
+    [target] = cfg.bridge.targets
+    assert target.kind == "opcua" and target.password is not None
+    assert target.password.get_secret_value() == PLC_SECRETS["PLC_PASSWORD"]
+    assert target.security.private_key == "/etc/inspector/secrets/plc-client-key.pem"
+    assert cfg.mqtt.password is not None
+    assert cfg.mqtt.password.get_secret_value() == PLC_SECRETS["MQTT_PASSWORD"]
+    assert cfg.mqtt.ca_file == "/etc/inspector/secrets/mqtt-ca.pem"
+    text = plant_yaml(objs)
+    assert all(v not in text for v in PLC_SECRETS.values())
+
+
+def test_a_bridge_with_an_mqtt_target_is_one_pod_replaced_with_recreate(tmp_path: Path) -> None:
+    bridge = _example()["config"]["bridge"]
+    bridge["targets"].append({"kind": "mqtt", "name": "plc-gw", "host": "gw.plant.local"})
+    values = tmp_path / "mqtt-target.yaml"
+    values.write_text(yaml.safe_dump({"config": {"bridge": bridge}}))
+    objs = render(*PLC_MQTT, "-f", str(values))
+    assert deployment(objs, "bridge")["spec"]["strategy"] == {"type": "Recreate"}
+    assert [t.kind for t in loaded_config(objs).bridge.targets] == ["opcua", "mqtt"]
+    validate_all(objs)
+    err = render_error(*PLC_MQTT, "-f", str(values), "--set", "bridge.replicas=2")
+    assert "bridge.replicas > 1 with the MQTT target plc-gw" in err
 
 
 # --------------------------------------------------------------------------- KEDA
@@ -339,6 +421,83 @@ def _values() -> dict[str, Any]:
     return dict(yaml.safe_load((CHART / "values.yaml").read_text()))
 
 
+def _example() -> dict[str, Any]:
+    return dict(yaml.safe_load((CHART / "values-plc-mqtt.yaml").read_text()))
+
+
+def _with_target(**fields: Any) -> dict[str, Any]:
+    """config.bridge of the example with its OPC UA target changed (a None removes)."""
+    bridge = _example()["config"]["bridge"]
+    target = bridge["targets"][0]
+    for key, value in fields.items():
+        node, _, leaf = key.rpartition(".")
+        where = target[node] if node else target
+        if value is None:
+            where.pop(leaf)
+        else:
+            where[leaf] = value
+    return {"config": {"bridge": bridge}}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            _with_target(password="plc-s3cret"),
+            "config.bridge.targets[0].password must be a ${NAME}",
+        ),
+        (
+            _with_target(**{"security.private_key_password": "k3y"}),
+            "config.bridge.targets[0].security.private_key_password must be a ${NAME}",
+        ),
+        ({"config": {"mqtt": {"password": "hunter2"}}}, "config.mqtt.password must be a ${NAME}"),
+        (
+            _with_target(**{"security.private_key": "/etc/inspector/plc-key.pem"}),
+            "config.bridge.targets[0].security.private_key is /etc/inspector/plc-key.pem: "
+            "certificates and keys reach the pods only through secret.files",
+        ),
+        (
+            {"config": {"mqtt": {"ca_file": "/etc/inspector/secrets/other-ca.pem"}}},
+            "config.mqtt.ca_file is /etc/inspector/secrets/other-ca.pem: certificates and keys",
+        ),
+        ({"config": {"bridge": {"targets": []}}}, "config.bridge.targets is empty with bridge."),
+        ({"config": {"bridge": {"port": 0}}}, "config.bridge.port must be a port 1-65535"),
+        ({"config": {"mqtt": {"metrics_port": 0}}}, "config.mqtt.metrics_port must be a port"),
+        ({"config": {"mqtt": None}}, "config.mqtt is required with mqtt.enabled"),
+        ({"mqtt": {"replicas": 2}}, "mqtt.replicas > 1: config.mqtt.client_id"),
+    ],
+    ids=[
+        "plc-password",
+        "key-password",
+        "mqtt-password",
+        "key-not-mounted",
+        "ca-not-in-files",
+        "no-targets",
+        "bridge-port-0",
+        "mqtt-port-0",
+        "no-mqtt-section",
+        "two-publishers",
+    ],
+)
+def test_chart_refuses_literal_plc_and_mqtt_secrets_and_unmounted_keys(
+    values: dict[str, Any], message: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    err = render_error(*PLC_MQTT, "-f", str(path))
+    assert message in err, err
+    assert len([ln for ln in err.strip().splitlines() if ln.startswith("Error")]) == 1
+
+
+def test_literal_plc_and_mqtt_secrets_are_refused_with_the_pods_off(tmp_path: Path) -> None:
+    """The plant config is rendered into the ConfigMap whether or not its stage runs."""
+    path = tmp_path / "values.yaml"
+    values = {**_with_target(password="plc-s3cret"), "bridge": {"enabled": False}}
+    path.write_text(yaml.safe_dump(values))
+    err = render_error("-f", str(path))
+    assert "config.bridge.targets[0].password must be a ${NAME}" in err
+
+
 def _with_workflow_secret(secret: str) -> dict[str, Any]:
     workflows = _values()["config"]["workflows"]
     workflows[2]["secrets"] = [secret]
@@ -382,7 +541,19 @@ def _with_camera_url(url: str) -> dict[str, Any]:
             {"lake": {"catalog_uri": "postgresql+psycopg2://lake:pw@db/lake"}},
             "config.lake.catalog_uri holds a password",
         ),
+        (
+            {"lake": {"warehouse": "s3://b/p", "s3": {"secret_access_key": "plain"}}},
+            "config.lake.s3.secret_access_key must be a ${NAME} reference",
+        ),
         ({"lake": {"data_dir": "lake"}}, "config.lake.data_dir must be an absolute path"),
+        (
+            {"learn": {"registry": {"uri": "https://ci:s3cret@mlflow.plant.local"}}},
+            "config.learn.registry.uri holds a password",
+        ),
+        (
+            {"models": {"default": {"path": "models:/inspector-detector@champion"}}},
+            "config.models.default.path follows the registry",
+        ),
         ({"lake": {"port": 0}}, "config.lake.port must be a port 1-65535"),
     ],
 )
@@ -399,7 +570,7 @@ def test_chart_refuses_secret_values_and_unprobeable_configs(
 # --------------------------------------------------------------------------- config
 
 
-@pytest.mark.parametrize("variant", [(), CPU], ids=["gpu", "cpu"])
+@pytest.mark.parametrize("variant", [(), CPU, PLC_MQTT], ids=["gpu", "cpu", "plc-mqtt"])
 def test_rendered_config_passes_inspector_config_check(
     variant: tuple[str, ...], tmp_path: Path
 ) -> None:
@@ -432,6 +603,42 @@ def test_rendered_config_passes_inspector_config_check(
     assert "environment variable KAFKA_PASSWORD is not set" in proc.stdout + proc.stderr
 
 
+def test_workers_follow_a_registry_server_with_credentials_from_the_secret(
+    tmp_path: Path,
+) -> None:
+    """The registry values: workers following an alias on an MLflow server, MLflow's
+    credentials from the Secret (never in the ConfigMap), the model cache on /tmp."""
+    values = tmp_path / "registry.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "secret": {
+                    "env": {
+                        "MLFLOW_TRACKING_USERNAME": "mlflow-username",
+                        "MLFLOW_TRACKING_PASSWORD": "mlflow-password",
+                    }
+                },
+                "config": {
+                    "models": {"default": {"path": "models:/inspector-detector@champion"}},
+                    "learn": {"registry": {"uri": "https://mlflow.plant.local"}},
+                },
+            }
+        )
+    )
+    objs = render("-f", str(values))
+    validate_all(objs)
+    env = {e["name"]: e for e in container(deployment(objs, "worker"))["env"]}
+    for name, key in [
+        ("MLFLOW_TRACKING_USERNAME", "mlflow-username"),
+        ("MLFLOW_TRACKING_PASSWORD", "mlflow-password"),
+    ]:
+        assert env[name]["valueFrom"]["secretKeyRef"]["key"] == key, env[name]
+    cfg = loaded_config(objs)
+    assert cfg.learn.registry.uri == "https://mlflow.plant.local"
+    assert cfg.models["default"].path == "models:/inspector-detector@champion"
+    assert cfg.learn.data_dir.startswith("/tmp/")  # the pods' emptyDir: the root is read-only
+
+
 # --------------------------------------------------------------------------- validators
 
 
@@ -440,8 +647,8 @@ def _bad(objs: list[Obj]) -> list[tuple[str, Obj, Any]]:
     [so] = by_kind(objs, "ScaledObject").values()
     [auth] = by_kind(objs, "TriggerAuthentication").values()
     pdb = by_kind(objs, "PodDisruptionBudget")[f"{RELEASE}-act"]
-    c = ["spec", "template", "spec", "containers", 0]
-    md = ["spec", "triggers", 0, "metadata"]
+    c: list[str | int] = ["spec", "template", "spec", "containers", 0]
+    md: list[str | int] = ["spec", "triggers", 0, "metadata"]
     return [
         ("unknown container field", mutated(worker, [*c, "livenesProbe"], {}), validate_core),
         ("port as a list", mutated(worker, [*c, "ports", 0, "containerPort"], [1]), validate_core),

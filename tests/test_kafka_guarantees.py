@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from typing import cast
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
@@ -17,6 +18,7 @@ from inspector.events import LineCommand, VerdictEvent, encode
 from inspector.observe.feed import TopicReader
 from tests.act.support import Collector, RunningAct, verdict
 from tests.act.test_act import act_config
+from tests.helpers import partition_offset
 
 pytestmark = pytest.mark.integration
 
@@ -83,8 +85,11 @@ def test_aborted_transaction_verdicts_are_never_seen_by_act_or_observers(
     # Observers (tail, status, the dashboard, evidence lookups) read committed only.
     with TopicReader(cfg, ["verdicts"], client_suffix="test").open() as reader:
         records = list(reader.read_to_end(30))
-    assert sorted(r.event.verdict_id for r in records) == sorted(v.verdict_id for v in committed)
-    last = {(r.msg.partition(), r.msg.offset()) for r in records}
+    # the reader reads the verdicts topic only: each event is a VerdictEvent
+    assert sorted(cast(VerdictEvent, r.event).verdict_id for r in records) == sorted(
+        v.verdict_id for v in committed
+    )
+    last = {partition_offset(r.msg) for r in records}
     ends = {p: o + 1 for p, o in sorted(last)}  # where act has read everything
 
     # act diverts the committed FAILs and nothing of the aborted transaction.
@@ -100,7 +105,10 @@ def test_aborted_transaction_verdicts_are_never_seen_by_act_or_observers(
 
             col.wait(caught_up, 30, "act to commit past the last verdict")
         col.drain()
-        diverted = [c.verdict_id for c in col.payloads(cfg.topics.line_commands, LineCommand)]
+        diverted: list[str] = []
+        for c in col.payloads(cfg.topics.line_commands, LineCommand):
+            assert c.verdict_id is not None  # a divert names the verdict it acts on
+            diverted.append(c.verdict_id)
         assert sorted(diverted) == sorted(v.verdict_id for v in committed)
         counters = line_counters(connect(cfg.redis), cfg.redis.key_prefix, "line-1")
         assert (counters.passed, counters.failed) == (0, 2)

@@ -103,22 +103,31 @@ def test_mini_pipeline_metrics_trace_and_dashboard(mini_plant: Any, artifacts_di
     # The stages run in this process, so their counters are the process's registry,
     # which earlier in-process tests already moved: count from here, and wait until
     # each stage's own /metrics answers.
-    start = {n: registry_total(n) for n in ("inspector_verdicts_total",
-                                            "inspector_frames_ingested_total",
-                                            "inspector_inference_seconds_count")}
+    start = {
+        n: registry_total(n)
+        for n in (
+            "inspector_verdicts_total",
+            "inspector_frames_ingested_total",
+            "inspector_inference_seconds_count",
+        )
+    }
     for t in threads:
         t.start()
     dash = Dashboard(cfg, port=0, since=start_of_today()).start()
     try:
         wait_for(
-            lambda: _ok(ports["worker"], "inspector_verdicts_total")
-            >= start["inspector_verdicts_total"] + 5,
+            lambda: (
+                _ok(ports["worker"], "inspector_verdicts_total")
+                >= start["inspector_verdicts_total"] + 5
+            ),
             90,
             "the first verdicts",
         )
         wait_for(
-            lambda: _ok(ports["ingest"], "inspector_frames_ingested_total")
-            > start["inspector_frames_ingested_total"],
+            lambda: (
+                _ok(ports["ingest"], "inspector_frames_ingested_total")
+                > start["inspector_frames_ingested_total"]
+            ),
             60,
             "ingest's /metrics with its first frames",
         )

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -545,13 +545,14 @@ def test_no_secret_in_logs_metrics_events_redis_or_argv_of_a_tls_plant(
         blob = b""
         for m in events:
             blob += (m.key() or b"") + (m.value() or b"")
-            for k, v in m.headers() or []:
+            # librdkafka's headers: (name, bytes or None) pairs; the type allows more
+            for k, v in cast(list[tuple[str, bytes | None]], m.headers() or []):
                 blob += k.encode() + (v or b"")
         haystacks["events"] = blob
         client = connect(cfg.redis)
         keys = list(client.scan_iter(f"{cfg.redis.key_prefix}:*"))
         assert keys, "nothing in Redis"
-        haystacks["redis"] = b"".join(k + (client.dump(k) or b"") for k in keys)  # type: ignore[operator]
+        haystacks["redis"] = b"".join(k + (client.dump(k) or b"") for k in keys)
     finally:
         redis_server.close()
     for name, log_path in logs.items():

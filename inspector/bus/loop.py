@@ -18,6 +18,15 @@ Guarantees:
   restart (the one CI failure of the Redis-outage test, four retries then 30 s of
   silence, fits that; it was never reproduced);
 - SIGTERM/SIGINT lets the in-flight batch finish, then flushes, commits and closes.
+
+With ``lookahead`` (the detect worker's pipeline), the records already fetched for the
+next batch are taken right after the current batch is polled, without waiting
+(``consume(n, 0)``), and handed to ``lookahead`` so the stage can prepare them (read,
+decode, infer) on a thread while the current batch is handled, flushed and committed.
+Everything above still holds: the next batch is handled, produced and committed only
+in its own turn, after the current one (in its own transaction with ``transactional``);
+its records are in memory only, like a held batch, so a revoke drops those of the
+partitions that went, and a stop leaves them uncommitted for the next owner.
 """
 
 from __future__ import annotations
@@ -123,6 +132,7 @@ class StreamLoop(Generic[T]):
         after_commit: Callable[[], None] | None = None,
         idle_poll_s: float = 0.2,
         poison_attempts: int = 3,
+        lookahead: Callable[[list[Message]], None] | None = None,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
@@ -143,6 +153,9 @@ class StreamLoop(Generic[T]):
         self.poison_attempts = max(1, poison_attempts)
         self._pending: list[Message] = []  # the records of the batch not yet committed
         self._held: list[Message] = []  # a batch that failed transiently, retried as it is
+        self.lookahead = lookahead
+        self._current: list[Message] = []  # polled, about to run (lookahead only)
+        self._next: list[Message] = []  # polled ahead of its turn (lookahead only)
         self._paused = False
         self._fresh_assignment = False  # librdkafka keeps a partition's pause across a rebalance
         self.tracker = DeliveryTracker()
@@ -164,11 +177,16 @@ class StreamLoop(Generic[T]):
 
     def _on_revoke(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         # Batches are processed and committed synchronously inside run(), so at a
-        # revoke there is nothing in flight to hand over.
+        # revoke there is nothing in flight to hand over; records polled but not yet
+        # run (held, or the lookahead's current and next) are dropped.
         gone = {(p.topic, p.partition) for p in parts}
         self.assigned -= gone
         if self._held:  # the new owner redoes them from the committed offsets
             self._held = [m for m in self._held if topic_partition(m) not in gone]
+        if self._current:
+            self._current = [m for m in self._current if topic_partition(m) not in gone]
+        if self._next:
+            self._next = [m for m in self._next if topic_partition(m) not in gone]
         log.info("partitions revoked", extra={"stage": self.stage, "partitions": len(parts)})
 
     def _poll(self) -> list[Message]:
@@ -181,6 +199,9 @@ class StreamLoop(Generic[T]):
         msgs = [first]
         if self.max_batch > 1:
             msgs += self.consumer.consume(self.max_batch - 1, self.max_wait_s)
+        return self._usable(msgs)
+
+    def _usable(self, msgs: list[Message]) -> list[Message]:
         out = []
         for m in msgs:
             err = m.error()
@@ -292,8 +313,13 @@ class StreamLoop(Generic[T]):
                 else:
                     if self._paused:  # the held records were all revoked meanwhile
                         self._release()
-                    msgs = self._poll()
+                    if self._next:
+                        msgs, self._next = self._next, []
+                    else:
+                        msgs = self._poll()
                     self.stats.last_progress = time.monotonic()
+                    if msgs and self.lookahead is not None:
+                        msgs = self._look_ahead(msgs)
                 if not msgs:
                     if self.on_idle:
                         self.on_idle()
@@ -321,6 +347,23 @@ class StreamLoop(Generic[T]):
         finally:
             self.close()
         return self.stats
+
+    def _look_ahead(self, msgs: list[Message]) -> list[Message]:
+        """Take what is already fetched for the next batch (no waiting) and hand it to
+        ``lookahead``; returns the current batch less what a revoke meanwhile took."""
+        assert self.lookahead is not None
+        self._current = msgs
+        try:
+            self._next = self._usable(self.consumer.consume(self.max_batch, 0))
+            self._sync_pause()
+        finally:
+            msgs, self._current = self._current, []
+        if self._next:
+            try:
+                self.lookahead(self._next)
+            except Exception as exc:  # an optimisation only: the batch runs inline in its turn
+                log.warning("lookahead failed", extra={"stage": self.stage, "error": str(exc)})
+        return msgs
 
     def _run_batch(self, msgs: list[Message]) -> None:
         self._pending = msgs

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from inspector.commandline import ConfigOpt, fail, load_or_exit
 
 if TYPE_CHECKING:
-    pass
+    from inspector.config import PlantConfig
+
+# (config, window in seconds) -> the callable the dashboard asks for its trends panel;
+# given by the composition root (inspector.cli), since observe does not import the lake.
+TrendsSource = Callable[["PlantConfig", float], Callable[[], dict[str, Any]]]
+
 
 class TailKind(StrEnum):
     verdicts = "verdicts"
@@ -175,16 +181,16 @@ def status(
 
 
 def dashboard(
-    config: Path = ConfigOpt,
-    host: str | None = typer.Option(None, "--host", help="Default: observe.dashboard_host."),
-    port: int | None = typer.Option(None, "--port", help="Default: observe.dashboard_port."),
-    since: str | None = typer.Option(
-        None, "--since", help="Show this long a window (default: since local midnight)."
-    ),
+    config: Path,
+    host: str | None,
+    port: int | None,
+    since: str | None,
+    trends_window: str,
+    trends_every: float,
+    trends_source: TrendsSource | None,
 ) -> None:
-    """Serve the live QA dashboard (token required; read-only)."""
     from inspector.observe.dashboard import Dashboard, DashboardConfigError
-    from inspector.observe.feed import start_of_today
+    from inspector.observe.feed import FeedError, parse_duration, start_of_today
     from inspector.telemetry.logs import setup_logging
 
     cfg = load_or_exit(config)
@@ -192,7 +198,16 @@ def dashboard(
     start = _since(since, start_of_today())
     assert start is not None
     try:
-        dash = Dashboard(cfg, host=host, port=port, since=start)
+        window_s = parse_duration(trends_window)
+    except FeedError as exc:
+        raise fail(f"--trends-window: {exc}") from None
+    if not 3600 <= window_s <= 90 * 86400:
+        raise fail("--trends-window is 1h to 90d")
+    trends = trends_source(cfg, window_s) if trends_source is not None else None
+    try:
+        dash = Dashboard(
+            cfg, host=host, port=port, since=start, trends=trends, trends_ttl_s=trends_every
+        )
     except DashboardConfigError as exc:
         raise fail(str(exc)) from None
     logging.getLogger(__name__).info(
@@ -202,8 +217,34 @@ def dashboard(
     dash.run()
 
 
-def register(app: typer.Typer) -> None:
+def register(app: typer.Typer, *, trends_source: TrendsSource | None = None) -> None:
+    """``trends_source``: where the dashboard's trends panel reads from (the lake, wired
+    in by ``inspector.cli``); without it the panel says "no lake"."""
     app.command("tail")(tail)
     app.command("evidence")(evidence)
     app.command("status")(status)
-    app.command("dashboard")(dashboard)
+
+    @app.command("dashboard")
+    def dashboard_command(
+        config: Path = ConfigOpt,
+        host: str | None = typer.Option(None, "--host", help="Default: observe.dashboard_host."),
+        port: int | None = typer.Option(None, "--port", help="Default: observe.dashboard_port."),
+        since: str | None = typer.Option(
+            None, "--since", help="Show this long a window (default: since local midnight)."
+        ),
+        trends_window: str = typer.Option(
+            "24h",
+            "--trends-window",
+            help="The lake trends panel's window (1h to 90d; by hour up to 2d, then by day).",
+        ),
+        trends_every: float = typer.Option(
+            60.0,
+            "--trends-every",
+            min=1.0,
+            max=3600.0,
+            help="Seconds the trends are cached: the lake is read at most this often.",
+        ),
+    ) -> None:
+        """Serve the live QA dashboard (token required; read-only), with trends from
+        the lake."""
+        dashboard(config, host, port, since, trends_window, trends_every, trends_source)

@@ -5,6 +5,12 @@ day or the last N minutes) into a ``PlantView``; the page gets a snapshot whenev
 it changes over Server-Sent Events. Evidence images are the worker's annotated
 JPEGs from Redis, or the evidence frame annotated here.
 
+Trends (yield over time per line, the defect Pareto, a per-shift table) come from the
+lake, which this stage does not import: whoever composes the dashboard (``inspector
+dashboard`` in ``inspector.cli``) passes a ``trends`` callable; ``/api/trends`` serves
+its result cached for ``trends_ttl_s``, so page loads never reach the catalog more
+than once per period. Without one the panel says "no lake".
+
 Auth: one bearer token from ``observe.dashboard_token`` — an ``Authorization:
 Bearer`` header, or ``?token=`` once, after which an HttpOnly cookie carries a value
 derived from the token. ``/healthz``, ``/readyz`` and ``/metrics`` are open (probes
@@ -226,6 +232,53 @@ SECURITY_HEADERS = {
 }
 
 
+# --------------------------------------------------------------------------- trends
+
+TrendsProvider = Callable[[], dict[str, Any]]
+NO_LAKE = "this dashboard was started without a lake"
+
+
+class TrendsCache:
+    """The lake's trends, computed at most once per ``ttl_s`` however many pages ask:
+    callers during a computation wait for it and share its result. A provider that
+    raises is reported as ``available: false`` with the reason, and also kept for
+    ``ttl_s`` (an unreachable catalog is not asked again on every page load)."""
+
+    def __init__(
+        self,
+        provider: TrendsProvider | None,
+        ttl_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.provider = provider
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self.calls = 0
+        self._value: dict[str, Any] | None = None
+        self._at = 0.0
+        self._lock = threading.Lock()
+
+    def get(self) -> dict[str, Any]:
+        if self.provider is None:
+            return {"available": False, "reason": NO_LAKE}
+        with self._lock:
+            if self._value is not None and self.clock() - self._at < self.ttl_s:
+                return self._value
+            self.calls += 1
+            try:
+                value = dict(self.provider())
+            except Exception as exc:
+                detail = (str(exc).splitlines() or [""])[0][:300]
+                log.warning("dashboard trends: the lake could not be read", extra={"error": detail})
+                value = {
+                    "available": False,
+                    "reason": f"the lake could not be read: {type(exc).__name__}: {detail}",
+                }
+            value["generated_at"] = time.time()
+            self._value, self._at = value, self.clock()
+            return value
+
+
 # --------------------------------------------------------------------------- app
 
 
@@ -261,6 +314,8 @@ def create_app(
     heartbeat: Heartbeat | None = None,
     push_interval_s: float = 0.5,
     sealer: Sealer | None = None,
+    trends: TrendsProvider | None = None,
+    trends_ttl_s: float = 60.0,
 ) -> FastAPI:
     if not token:
         raise DashboardConfigError("observe.dashboard_token is empty")
@@ -272,6 +327,7 @@ def create_app(
     heartbeat = heartbeat or Heartbeat()
     session = session_value(token)
     cache = EvidenceCache()
+    trends_cache = TrendsCache(trends, trends_ttl_s)
     closing = threading.Event()
 
     def redis_ok() -> bool:
@@ -289,6 +345,7 @@ def create_app(
         openapi_url=None,
     )
     app.state.closing = closing
+    app.state.trends = trends_cache
 
     @app.middleware("http")
     async def auth(
@@ -411,6 +468,11 @@ def create_app(
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
+    @app.get("/api/trends")
+    def api_trends() -> Response:
+        # a plain def: FastAPI runs it on a worker thread, the event loop never waits
+        return Response(orjson.dumps(trends_cache.get()), media_type="application/json")
+
     def find(verdict_id: str) -> VerdictEvent | None:
         if not valid_store_id(verdict_id):
             return None
@@ -469,6 +531,8 @@ class Dashboard:
         port: int | None = None,
         since: float,
         lag_every_s: float = 15.0,
+        trends: TrendsProvider | None = None,
+        trends_ttl_s: float = 60.0,
     ) -> None:
         import uvicorn
 
@@ -494,6 +558,8 @@ class Dashboard:
             token=token.get_secret_value(),
             feed=self.feed,
             heartbeat=self.heartbeat,
+            trends=trends,
+            trends_ttl_s=trends_ttl_s,
         )
         obs = cfg.observe
         self.scheme = "https" if obs.dashboard_tls_cert else "http"

@@ -23,7 +23,13 @@ from inspector.events import (
 from inspector.observe.feed import Filters, Record, TopicReader
 
 VERDICT_STYLE = {"PASS": "green", "FAIL": "bold red", "FAULT": "yellow"}
-OUTCOME_STYLE = {"fired": "bold", "retried": "yellow", "given_up": "red"}
+OUTCOME_STYLE = {
+    "fired": "bold",
+    "delivered": "bold",
+    "retried": "yellow",
+    "given_up": "red",
+    "failed": "red",
+}
 
 
 def _clock(ts: float) -> str:

@@ -43,6 +43,7 @@ class PartSpec:
     height: float
     angle_deg: float
     defects: tuple[str, ...]  # requested defect classes, in placement order
+    burn: bool = False  # the unlabelled novel defect (SceneConfig.novel_defect_rate)
 
 
 @dataclass(frozen=True)
@@ -437,12 +438,42 @@ def layout(spec: PartSpec, s: float) -> Layout:
             grown = cv2.dilate(obj.mask, _K3, iterations=max(1, round(8 * s)))
             free = _u8(cv2.bitwise_and(free, cv2.bitwise_not(grown)))
             break
+    if spec.burn:
+        _burn(spec, free, allowed, surface, s)
     for n, seat in enumerate(seats):
         if n in missing:
             objs.append(_missing_bolt(spec, n, seat, size, s))
         else:
             objs.append(_bolt(spec, n, seat, size, s))
     return Layout(spec, size, mask.astype(np.float32) / 255.0, surface, tuple(objs))
+
+
+def _burn(spec: PartSpec, free: U8, allowed: U8, surface: F32, s: float) -> None:
+    """Paint a heat-tint burn onto the surface: a charred core in oxide rings (blue, purple,
+    bronze, straw). Its own RNG stream, placed after every labelled object in what they left
+    free, so nothing else moves; deliberately not an object: nothing labels it."""
+    rng = _rng(spec, 300)
+    ys, xs = np.nonzero(cv2.distanceTransform(free, cv2.DIST_L2, 3) >= 24 * s)
+    if len(xs) == 0:
+        ys, xs = np.nonzero(free)
+        if len(xs) == 0:
+            return
+    k = int(rng.integers(len(xs)))
+    cx, cy = float(xs[k]), float(ys[k])
+    r = rng.uniform(24, 34) * s
+    size = surface.shape[0]
+    x1, y1, x2, y2 = _roi(cx, cy, r, size)
+    xx, yy = _grid((x1, y1, x2, y2))
+    wobble = 1.0 + 0.12 * np.sin(np.arctan2(yy - cy, xx - cx) * 3 + rng.uniform(0, 6.3))
+    d = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2) / (r * wobble)
+    rings = np.array([(25, 25, 30), (170, 95, 40), (130, 50, 115), (40, 95, 165), (95, 185, 215)])
+    pos = np.clip(d, 0, 1) * (len(rings) - 1)
+    lo = np.floor(pos).astype(int).clip(0, len(rings) - 2)
+    frac = (pos - lo)[..., None]
+    color = rings[lo] * (1 - frac) + rings[lo + 1] * frac
+    a = np.clip((1.0 - d) * 4, 0, 1) * 0.85 * (allowed[y1:y2, x1:x2] / 255.0)
+    roi = surface[y1:y2, x1:x2]
+    roi += (color.astype(np.float32) - roi) * a[..., None].astype(np.float32)
 
 
 def _clipped(paint: Callable[[F32], None], allowed: U8) -> Callable[[F32], None]:

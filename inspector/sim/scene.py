@@ -31,6 +31,7 @@ from inspector.sim.parts import (
     Layout,
     PartSpec,
     Sprite,
+    SpriteObject,
     layout,
     render_sprite,
 )
@@ -61,7 +62,23 @@ _MIN_PART_EXTENT = 300.0  # narrowest rotated part (a small washer), at 1280x720
 _MAX_ANGLE = 7.0
 _EXPOSURE_S = 1 / 200  # shutter time: how far a part moves while the frame is exposed
 _NOISE_PAD = 64
-_SPRITE_CACHE = 12
+_SPRITE_CACHE = 12  # sprites with pixels: a 720p frame shows at most ~4 parts
+_NOVEL_STREAM = 9  # the per-part stream deciding the opt-in novel defect (unused by parts.py)
+_LAYOUT_CACHE = 6  # layouts (~7 MB each at 720p): needed only to render a sprite
+
+
+@dataclass(frozen=True)
+class _Geom:
+    """What the truth and the placement need of a sprite: no pixels."""
+
+    anchor: tuple[float, float]
+    width: int
+    part_box: tuple[float, float, float, float]
+    objects: tuple[SpriteObject, ...]
+
+    @staticmethod
+    def of(sprite: Sprite) -> _Geom:
+        return _Geom(sprite.anchor, int(sprite.add.shape[1]), sprite.part_box, sprite.objects)
 
 
 @dataclass(frozen=True)
@@ -76,6 +93,10 @@ class SceneConfig:
     defect_rate: float = 0.3  # share of parts with at least one defect
     time_in_view_s: float = 1.5  # how long a standard plate is fully in view
     clip_seconds: float = 10.0  # rounded up to whole part periods, see n_frames
+    # Opt-in: share of parts carrying a heat-tint burn, a defect class no model was trained on
+    # and no truth labels (the anomaly channel's test). Drawn from its own RNG stream and left
+    # out of to_dict while 0, so every existing render, truth and cache key is unchanged.
+    novel_defect_rate: float = 0.0
 
     def __post_init__(self) -> None:
         if self.seed < 0:
@@ -84,6 +105,8 @@ class SceneConfig:
             raise ValueError("frame must be at least 160x90")
         if not 0.0 <= self.defect_rate <= 1.0:
             raise ValueError("defect_rate must be within [0, 1]")
+        if not 0.0 <= self.novel_defect_rate <= 1.0:
+            raise ValueError("novel_defect_rate must be within [0, 1]")
         if self.fps <= 0 or self.time_in_view_s <= 0 or self.part_period_s <= 0:
             raise ValueError("fps, time_in_view_s and part_period_s must be positive")
         if self.max_jitter_s < 0:
@@ -124,7 +147,10 @@ class SceneConfig:
         return min(0.15 * period, 0.5 * period - half_window - 2.0 / self.fps)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if not self.novel_defect_rate:
+            del d["novel_defect_rate"]  # off: the dict (and cache keys) of before it existed
+        return d
 
 
 @dataclass(frozen=True)
@@ -157,8 +183,14 @@ class ConveyorScene:
         self._belt_y2 = round(0.885 * h)
         self._rail = rail
         self._slots = tuple(self._make_slot(k) for k in range(c.n_slots))
-        self._layouts: dict[int, Layout] = {}
+        # Layouts (canvases, masks: MBs each) for the parts being drawn only; what the
+        # truth needs of every part (its defects, its bolts) kept small for all.
+        self._layouts: OrderedDict[int, Layout] = OrderedDict()
+        self._contents: dict[int, tuple[tuple[str, ...], int]] = {}
+        # Pixels only for the parts being drawn (an LRU of _SPRITE_CACHE); the geometry of
+        # every part, small, for the truth and for finding what is in view.
         self._sprites: OrderedDict[tuple[int, frozenset[str]], Sprite] = OrderedDict()
+        self._geoms: dict[tuple[int, frozenset[str]], _Geom] = {}
 
     # ------------------------------------------------------------------ timeline
 
@@ -182,31 +214,64 @@ class ConveyorScene:
         jitter = rng.uniform(-c.max_jitter_s, c.max_jitter_s)
         belt_mid = (self._belt_y1 + self._belt_y2) / 2
         y = belt_mid + rng.uniform(-0.035, 0.035) * c.height
-        spec = PartSpec(k + 1, kind, c.seed, w, h, angle, defects)
+        burn = (
+            c.novel_defect_rate > 0
+            and np.random.default_rng([c.seed, k + 1, _NOVEL_STREAM]).random() < c.novel_defect_rate
+        )
+        spec = PartSpec(k + 1, kind, c.seed, w, h, angle, defects, burn=bool(burn))
         return _Slot(spec, (k + 0.5) * period + jitter, y)
 
-    def _layout(self, slot: _Slot) -> Layout:
-        lay = self._layouts.get(slot.spec.part_id)
+    def _layout(self, slot: _Slot, keep: bool = True) -> Layout:
+        """The part's layout (computed again, identically, after an eviction); ``keep``
+        False for a use that will not need it again (geometry, contents)."""
+        pid = slot.spec.part_id
+        lay = self._layouts.get(pid)
         if lay is None:
             lay = layout(slot.spec, self._s)
-            self._layouts[slot.spec.part_id] = lay
+            self._contents.setdefault(pid, (lay.defects, lay.bolts))
+            if keep:
+                self._layouts[pid] = lay
+                if len(self._layouts) > _LAYOUT_CACHE:
+                    self._layouts.popitem(last=False)
+        else:
+            self._layouts.move_to_end(pid)
         return lay
 
+    def _content(self, slot: _Slot) -> tuple[tuple[str, ...], int]:
+        """The part's defect classes and bolt count."""
+        pid = slot.spec.part_id
+        if pid not in self._contents:
+            self._layout(slot, keep=False)
+        return self._contents[pid]
+
     def _sprite(self, slot: _Slot, omit: frozenset[str]) -> Sprite:
+        """The part's pixels (rendered again, identically, after an eviction)."""
         key = (slot.spec.part_id, omit)
         sprite = self._sprites.get(key)
         if sprite is None:
             sprite = render_sprite(self._layout(slot), self._s, self._blur_px, omit)
             self._sprites[key] = sprite
-            # Every part of the clip is looked at for every frame: the cache must hold them
-            # all, or each frame re-renders every sprite.
-            if len(self._sprites) > max(_SPRITE_CACHE, len(self._slots) + 2):
+            self._geoms.setdefault(key, _Geom.of(sprite))
+            if len(self._sprites) > _SPRITE_CACHE:
                 self._sprites.popitem(last=False)
         else:
             self._sprites.move_to_end(key)
         return sprite
 
-    def _origin(self, slot: _Slot, sprite: Sprite, index: int) -> tuple[int, int] | None:
+    def _geom(self, slot: _Slot, omit: frozenset[str]) -> _Geom:
+        """The part's geometry. Every part of the clip is looked at for every frame, so it
+        is kept for all of them; its pixels are not (a scene that only answers truth, as
+        scoring's does, would otherwise hold every part's sprite: ~5 MB each at 720p)."""
+        key = (slot.spec.part_id, omit)
+        geom = self._geoms.get(key)
+        if geom is None:
+            sprite = self._sprites.get(key) or render_sprite(
+                self._layout(slot, keep=False), self._s, self._blur_px, omit
+            )
+            geom = self._geoms[key] = _Geom.of(sprite)
+        return geom
+
+    def _origin(self, slot: _Slot, sprite: _Geom, index: int) -> tuple[int, int] | None:
         """Top-left of the part's sprite in frame ``index``, or None if it is off-screen."""
         clip_s = self.n_frames / self.config.fps
         t = index / self.config.fps
@@ -214,7 +279,7 @@ class ConveyorScene:
         cx = self.width / 2 + self._v * dt
         ox = round(cx - sprite.anchor[0])
         oy = round(slot.y_center - sprite.anchor[1])
-        if ox >= self.width or ox + sprite.add.shape[1] <= 0:
+        if ox >= self.width or ox + sprite.width <= 0:
             return None
         return ox, oy
 
@@ -234,18 +299,16 @@ class ConveyorScene:
 
     def _visible(
         self, index: int, omit: frozenset[str]
-    ) -> list[tuple[_Slot, Sprite, tuple[int, int]]]:
+    ) -> list[tuple[_Slot, _Geom, tuple[int, int]]]:
         out = []
         for slot in self._slots:
-            sprite = self._sprite(slot, omit)
-            origin = self._origin(slot, sprite, index)
+            geom = self._geom(slot, omit)
+            origin = self._origin(slot, geom, index)
             if origin is not None:
-                out.append((slot, sprite, origin))
+                out.append((slot, geom, origin))
         return out
 
-    def _truth(
-        self, index: int, visible: list[tuple[_Slot, Sprite, tuple[int, int]]]
-    ) -> FrameTruth:
+    def _truth(self, index: int, visible: list[tuple[_Slot, _Geom, tuple[int, int]]]) -> FrameTruth:
         parts: list[PartTruth] = []
         for slot, sprite, (ox, oy) in visible:
             full, clipped = self._place(sprite.part_box, ox, oy)
@@ -262,7 +325,7 @@ class ConveyorScene:
                 PartTruth(
                     part_id=slot.spec.part_id,
                     kind=slot.spec.kind,
-                    defective=bool(self._layout(slot).defects),
+                    defective=bool(self._content(slot)[0]),
                     fully_in_view=full == clipped,
                     box=clipped,
                     visible_fraction=frac,
@@ -270,6 +333,10 @@ class ConveyorScene:
                 )
             )
         return FrameTruth(index, self.width, self.height, tuple(parts))
+
+    def novel_parts(self) -> frozenset[int]:
+        """Ids of parts carrying the unlabelled novel defect (a burn): not in any truth."""
+        return frozenset(slot.spec.part_id for slot in self._slots if slot.spec.burn)
 
     def parts_in_view(self, frame_index: int) -> list[int]:
         """Ids of parts with any pixel (or shadow) in the frame, however little."""
@@ -292,14 +359,14 @@ class ConveyorScene:
         records = []
         for slot in self._slots:
             full = full_frames.get(slot.spec.part_id, [])
-            lay = self._layout(slot)
+            defects, bolts = self._content(slot)
             records.append(
                 PartRecord(
                     part_id=slot.spec.part_id,
                     kind=slot.spec.kind,
-                    defective=bool(lay.defects),
-                    defects=lay.defects,
-                    bolts=lay.bolts,
+                    defective=bool(defects),
+                    defects=defects,
+                    bolts=bolts,
                     first_full_frame=full[0] if full else -1,
                     last_full_frame=full[-1] if full else -1,
                 )
@@ -398,7 +465,8 @@ class ConveyorScene:
         off = round(self._v * index / c.fps) % tile
         frame[self._belt_y1 : self._belt_y2] = strip[:, tile - off : tile - off + self.width]
         visible = self._visible(index, om)
-        for _slot, sprite, (ox, oy) in visible:
+        for slot, _, (ox, oy) in visible:
+            sprite = self._sprite(slot, om)
             sh, sw = sprite.add.shape[:2]
             fx1, fy1 = max(ox, 0), max(oy, 0)
             fx2, fy2 = min(ox + sw, self.width), min(oy + sh, self.height)

@@ -75,15 +75,13 @@ DASHBOARD_CLIENTS = Gauge("inspector_dashboard_clients", "Open live-update (SSE)
 LAKE_ROWS = Counter("inspector_lake_rows_total", "Rows committed to the lake", ["table"])
 LAKE_COMMITS = Counter(
     "inspector_lake_commits_total",
-    "Lake commit attempts by outcome (committed, conflict, partition_taken)",
+    "Lake commit attempts by outcome (committed, conflict, partition_taken, compacted)",
     ["table", "outcome"],
 )
 LAKE_PARTITIONS = Gauge(
     "inspector_lake_partitions", "Partitions this sink is assigned, by table", ["table"]
 )
-MODEL_EVENTS = Counter(
-    "inspector_model_events_total", "Model lifecycle events published", ["kind"]
-)
+MODEL_EVENTS = Counter("inspector_model_events_total", "Model lifecycle events published", ["kind"])
 MODEL_SWAPS = Counter(
     "inspector_model_swaps_total",
     "A worker's answer to a new version of its followed alias",
@@ -103,6 +101,16 @@ DRIFT_ACTIVE = Gauge(
 DRIFT_EVENTS = Counter(
     "inspector_drift_events_total", "Drift raised / cleared", ["camera", "statistic", "state"]
 )
-CAPTURED = Counter(
-    "inspector_captured_frames_total", "Frames captured for labelling", ["strategy"]
+CAPTURED = Counter("inspector_captured_frames_total", "Frames captured for labelling", ["strategy"])
+EDGE_RESTARTS = Counter(
+    "inspector_edge_restarts_total",
+    "Children of inspector edge restarted, by why (exited, hung)",
+    ["child", "reason"],
 )
+EDGE_CHILD_UP = Gauge("inspector_edge_child_up", "1 while the child process runs", ["child"])
+MQTT_PUBLISHED = Counter(
+    "inspector_mqtt_published_total",
+    "MQTT messages the broker acknowledged (births are QoS 0: counted when sent)",
+    ["kind"],
+)
+MQTT_CONNECTED = Gauge("inspector_mqtt_connected", "1 while inspector mqtt holds a connection")

@@ -131,7 +131,7 @@ def coco_dataset(root: Path, anns: list[dict[str, object]]) -> Path:
 
 
 def test_coco_boxes_and_broken_annotations(tmp_path: Path) -> None:
-    good = [
+    good: list[dict[str, object]] = [
         {"id": 1, "image_id": 1, "category_id": 9, "bbox": [50, 25, 100, 50]},
         {"id": 2, "image_id": 2, "category_id": 7, "bbox": [0, 0, 20, 10]},
     ]
@@ -140,7 +140,7 @@ def test_coco_boxes_and_broken_annotations(tmp_path: Path) -> None:
     assert report.classes == ["crack", "stain"] and report.images == {"train": 2}
     assert labels(out, "train", "a") == [[1, 0.5, 0.5, 0.5, 0.5]]
 
-    bad = [
+    bad: list[dict[str, object]] = [
         *good,
         {"id": 3, "image_id": 1, "category_id": 4, "bbox": [1, 1, 2, 2]},
         {"id": 4, "image_id": 2, "category_id": 7},

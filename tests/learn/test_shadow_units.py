@@ -13,7 +13,7 @@ def v(frame: int, verdict: str, classes: tuple[str, ...] = (), line: str = "l1")
         camera_id="cam",
         line_id=line,
         seq=frame,
-        verdict=verdict,  # type: ignore[arg-type]
+        verdict=verdict,
         rule="class:x" if classes else "pass",
         findings=[
             Finding(

@@ -172,3 +172,84 @@ def test_readiness_follows_redis(
         d.close()
         if restarted is not None:
             restarted.close()
+
+
+# --------------------------------------------------------------------------- trends
+
+
+def test_trends_cache_reads_the_provider_once_per_period() -> None:
+    """Pure logic: the cache in front of the lake (a fake clock and provider)."""
+    import threading
+
+    from inspector.observe.dashboard import NO_LAKE, TrendsCache
+
+    now = [100.0]
+    calls: list[int] = []
+    gate = threading.Event()
+
+    def provider() -> dict[str, Any]:
+        calls.append(1)
+        gate.wait(5)
+        return {"available": True, "n": len(calls)}
+
+    cache = TrendsCache(provider, ttl_s=60.0, clock=lambda: now[0])
+    # eight page loads at once while the lake is being read: one read, eight answers
+    results: list[dict[str, Any]] = []
+    threads = [threading.Thread(target=lambda: results.append(cache.get())) for _ in range(8)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: len(calls) == 1, 5, "the first read to start")
+    gate.set()
+    for t in threads:
+        t.join(5)
+    assert len(calls) == 1 and [r["n"] for r in results] == [1] * 8
+    now[0] += 59.0
+    assert cache.get()["n"] == 1 and len(calls) == 1  # still fresh
+    now[0] += 1.0
+    assert cache.get()["n"] == 2  # stale: read again
+
+    def broken() -> dict[str, Any]:
+        calls.append(1)
+        raise OSError("warehouse gone\nsecond line")
+
+    failing = TrendsCache(broken, ttl_s=30.0, clock=lambda: now[0])
+    before = len(calls)
+    got = failing.get()
+    assert got["available"] is False
+    assert got["reason"] == "the lake could not be read: OSError: warehouse gone"
+    failing.get()
+    assert len(calls) == before + 1  # an unreadable lake is not asked on every page load
+    assert TrendsCache(None).get() == {"available": False, "reason": NO_LAKE}
+
+
+def test_api_trends_serves_the_provider_behind_the_token(
+    make_config: Callable[..., PlantConfig],
+) -> None:
+    figures = {"available": True, "yield": [{"line": "line-1", "yield_pct": 97.5}]}
+    asked: list[int] = []
+
+    def provider() -> dict[str, Any]:
+        asked.append(1)
+        return figures
+
+    d = Dashboard(
+        dashboard_config(make_config), port=0, since=start_of_today(), lag_every_s=0,
+        trends=provider, trends_ttl_s=600,
+    ).start()  # fmt: skip
+    try:
+        assert httpx.get(url(d, "/api/trends")).status_code == 401
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        for _ in range(3):
+            r = httpx.get(url(d, "/api/trends"), headers=auth)
+            assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
+            body = r.json()
+            assert body["yield"] == figures["yield"] and body["generated_at"] > 0
+        assert len(asked) == 1
+    finally:
+        d.close()
+
+
+def test_api_trends_without_a_lake_says_so(dash: Dashboard) -> None:
+    r = httpx.get(url(dash, "/api/trends"), headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 200
+    assert r.json() == {"available": False, "reason": "this dashboard was started without a lake"}

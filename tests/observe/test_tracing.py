@@ -186,7 +186,7 @@ def test_otlp_without_its_exporter_package_is_a_clear_error() -> None:
     from inspector.telemetry import tracing
 
     try:
-        import opentelemetry.exporter.otlp.proto.http  # type: ignore[import-not-found]  # noqa: F401
+        import opentelemetry.exporter.otlp.proto.http  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
     except ImportError:
         pass
     else:
@@ -223,7 +223,7 @@ def test_each_stage_command_sets_its_exporter_up_first(tmp_path: Path) -> None:
     from inspector.telemetry import tracing
 
     try:
-        import opentelemetry.exporter.otlp.proto.http  # type: ignore[import-not-found]  # noqa: F401
+        import opentelemetry.exporter.otlp.proto.http  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
     except ImportError:
         pass
     else:

@@ -179,3 +179,28 @@ def test_defect_rate_is_respected() -> None:
     share = sum(p.defective for p in parts) / len(parts)
     assert 0.2 < share < 0.4, share
     assert {p.kind for p in parts} == {"plate", "bracket", "washer"}
+
+
+def test_memory_is_bounded_by_what_is_in_view_not_by_the_clip() -> None:
+    """A scene keeps pixels and layouts only for the parts being drawn (an LRU each), and
+    geometry for the rest: truth over a whole 120 s clip used to keep every part's sprite
+    and layout (~12 MB each at 720p), which made `inspector evaluate` and scoring grow
+    with the number of frames (2.9 GB for 2,190 frames)."""
+    from inspector.sim import scene as scene_mod
+
+    sc = ConveyorScene(SceneConfig(seed=21, width=1280, height=720, clip_seconds=120))
+    assert len(sc._slots) > 2 * scene_mod._SPRITE_CACHE  # more parts than either cache holds
+    truth = sc.clip_truth()  # every frame's truth
+    assert not sc._sprites and not sc._layouts  # truth alone keeps no pixels at all
+    assert len(sc._geoms) == len(sc._slots)
+    first, _ = sc.render(3)
+    for i in range(0, sc.n_frames, 7):  # the whole clip drawn: every part in view once
+        _, t = sc.render(i)
+        assert t == sc.truth(i)
+        assert len(sc._sprites) <= scene_mod._SPRITE_CACHE
+        assert len(sc._layouts) <= scene_mod._LAYOUT_CACHE
+    sc._sprites.clear()
+    sc._layouts.clear()
+    again, _ = sc.render(3)  # evicted parts are rendered again, identically
+    assert np.array_equal(first, again)
+    assert truth == ConveyorScene(sc.config).clip_truth()

@@ -168,6 +168,18 @@ function render(snap) {
   document.body.dataset.version = String(snap.version);
 }
 
+// The unknown-defect channel's line in the details: the highest part score against the
+// threshold, and what the line's rule made of it ("" when the verdict has no report).
+function anomalySummary(v) {
+  const a = v && v.anomaly;
+  if (!a) return "";
+  const top = a.parts.reduce((m, p) => Math.max(m, p.score), 0);
+  const outcome = !a.flagged ? "within" : a.action === "fail" ? "over: FAIL" : "over: review";
+  return `Unknown-defect score ${a.parts.length ? top.toFixed(2) : "—"} ` +
+    `(threshold ${a.threshold.toFixed(2)}, ${a.parts.length} part(s) scored` +
+    (a.skipped ? `, ${a.skipped} at the frame edge` : "") + `): ${outcome}`;
+}
+
 async function openDetails(verdictId) {
   const dialog = $("#details");
   const img = `/evidence/${encodeURIComponent(verdictId)}.jpg`;
@@ -177,11 +189,16 @@ async function openDetails(verdictId) {
   $("#details-full").href = img;
   $("#details-raw").href = raw;
   $("#details-json").textContent = "loading…";
+  const anomaly = $("#details-anomaly");
+  anomaly.hidden = true;
   if (!dialog.open) dialog.showModal();
   try {
     const resp = await fetch(raw);
-    $("#details-json").textContent = resp.ok ? JSON.stringify(await resp.json(), null, 2)
-                                             : `${resp.status}: ${await resp.text()}`;
+    const body = resp.ok ? await resp.json() : null;
+    $("#details-json").textContent = body ? JSON.stringify(body, null, 2)
+                                          : `${resp.status}: ${await resp.text()}`;
+    anomaly.textContent = anomalySummary(body);
+    anomaly.hidden = !anomaly.textContent;
   } catch (err) {
     $("#details-json").textContent = String(err);
   }
@@ -193,6 +210,119 @@ function status(text, cls) {
   c.className = `conn ${cls}`;
 }
 
+// ------------------------------------------------------------------ trends (from the lake)
+
+const SVG = "http://www.w3.org/2000/svg";
+const PALETTE = ["#2f5fd0", "#c2410c", "#15803d", "#7c3aed", "#0e7490", "#be185d", "#4d7c0f", "#a16207"];
+
+function svg(tag, attrs = {}, text = "") {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+  if (text) node.textContent = text;
+  return node;
+}
+
+function pct(v, digits = 1) {
+  return v == null ? "—" : `${Number(v).toFixed(digits)}%`;
+}
+
+function utc(ts, bucket) {
+  const iso = new Date(ts * 1000).toISOString();
+  return bucket === "day" ? iso.slice(0, 10) : `${iso.slice(5, 10)} ${iso.slice(11, 16)}`;
+}
+
+function row(cells, attrs = {}) {
+  const tr = el("tr", attrs);
+  for (const c of cells) tr.append(el("td", {}, c == null ? "—" : String(c)));
+  return tr;
+}
+
+function renderTrendChart(t, lines) {
+  const chart = $("#trends-chart");
+  const W = 640, H = 200, L = 40, R = 10, T = 10, B = 24;
+  const x0 = Date.parse(t.since) / 1000, x1 = Date.parse(t.until) / 1000;
+  const pts = t.yield.filter((r) => r.yield_pct != null);
+  const lo = Math.max(0, Math.floor((Math.min(100, ...pts.map((r) => r.yield_pct)) - 1) / 5) * 5);
+  const x = (s) => L + ((s - x0) / Math.max(1, x1 - x0)) * (W - L - R);
+  const y = (v) => T + ((100 - v) / Math.max(1, 100 - lo)) * (H - T - B);
+  const nodes = [];
+  for (const v of [lo, (lo + 100) / 2, 100]) {
+    nodes.push(svg("line", { class: "grid", x1: L, x2: W - R, y1: y(v), y2: y(v) }),
+      svg("text", { x: 2, y: y(v) + 3 }, `${v}%`));
+  }
+  nodes.push(svg("text", { x: L, y: H - 6 }, utc(x0, t.bucket) + " UTC"),
+    svg("text", { x: W - R, y: H - 6, "text-anchor": "end" }, utc(x1, t.bucket) + " UTC"));
+  const legend = [];
+  lines.forEach((line, i) => {
+    const color = PALETTE[i % PALETTE.length];
+    const mine = pts.filter((r) => r.line === line);
+    if (!mine.length) return;
+    const g = svg("g", { "data-line": line, stroke: color });
+    // a bucket is drawn at its middle: an hour at hh:30, a day at noon
+    const half = t.bucket === "day" ? 43200 : 1800;
+    g.append(svg("polyline", { stroke: color,
+      points: mine.map((r) => `${x(r.at_s + half).toFixed(1)},${y(r.yield_pct).toFixed(1)}`).join(" ") }));
+    for (const r of mine) {
+      const c = svg("circle", { cx: x(r.at_s + half).toFixed(1), cy: y(r.yield_pct).toFixed(1), r: 3,
+        fill: color, class: "point", "data-at": r.at, "data-yield": r.yield_pct,
+        "data-verdicts": r.verdicts });
+      c.append(svg("title", {}, `${line} ${r.at} UTC: yield ${pct(r.yield_pct, 2)} ` +
+        `(${r.pass} PASS, ${r.fail} FAIL, ${r.fault} FAULT)`));
+      g.append(c);
+    }
+    nodes.push(g);
+    const li = el("li", { "data-line": line });
+    const sw = el("span", { class: "swatch" });
+    sw.style.background = color; // CSSOM, not an inline style attribute: the CSP allows it
+    li.append(sw, document.createTextNode(line));
+    legend.push(li);
+  });
+  chart.replaceChildren(...nodes);
+  $("#trends-legend").replaceChildren(...legend);
+}
+
+function renderTrends(t) {
+  const none = $("#trends-none");
+  $("#trends-body").hidden = !t.available;
+  none.hidden = !!t.available;
+  document.body.dataset.trends = t.available ? "lake" : "none";
+  if (!t.available) {
+    setText(none, `No lake: ${t.reason || "not available"}`);
+    return;
+  }
+  setText($("#trends-window"), `from the lake · ${t.since.slice(0, 16).replace("T", " ")} → ` +
+    `${t.until.slice(0, 16).replace("T", " ")} UTC · ${t.verdicts} verdicts`);
+  setText($("#trends-bucket"), `per ${t.bucket}`);
+  const lines = [...t.lines];
+  for (const r of t.yield) if (!lines.includes(r.line)) lines.push(r.line);
+  renderTrendChart(t, lines);
+  $("#trends-yield tbody").replaceChildren(...lines.flatMap((line) => {
+    const mine = t.yield.filter((r) => r.line === line);
+    if (!mine.length) return [];
+    const sum = (k) => mine.reduce((a, r) => a + r[k], 0);
+    const p = sum("pass"), f = sum("fail");
+    return [row([line, sum("verdicts"), p, f, sum("fault"),
+      p + f ? pct((100 * p) / (p + f), 2) : null,
+      p + f ? Math.round((1e6 * f) / (p + f)) : null], { "data-line": line })];
+  }));
+  $("#pareto-empty").hidden = t.pareto.length > 0;
+  $("#trends-pareto tbody").replaceChildren(...t.pareto.map((r) =>
+    row([r.class, r.findings, r.frames, pct(r.share_pct, 2), pct(r.cumulative_pct, 2)],
+      { "data-class": r.class })));
+  $("#shifts-none").hidden = t.shifts != null;
+  $("#trends-shifts").hidden = t.shifts == null;
+  $("#trends-shifts tbody").replaceChildren(...(t.shifts || []).map((r) =>
+    row([r.shift, r.line, r.verdicts, r.pass, r.fail, r.fault, pct(r.yield_pct, 2), r.defect_ppm],
+      { "data-shift": r.shift, "data-line": r.line })));
+}
+
+async function loadTrends() {
+  try {
+    const resp = await fetch("/api/trends");
+    if (resp.ok) renderTrends(await resp.json());
+  } catch (err) { /* next round */ }
+}
+
 async function start() {
   try {
     const resp = await fetch("/api/snapshot");
@@ -202,6 +332,8 @@ async function start() {
     }
     if (resp.ok) render(await resp.json());
   } catch (err) { /* the stream below retries */ }
+  loadTrends();
+  setInterval(loadTrends, 60000); // the server caches them too: the lake is read rarely
   const source = new EventSource("/api/stream");
   source.addEventListener("snapshot", (e) => {
     const snap = JSON.parse(e.data);

@@ -29,8 +29,10 @@ app.kubernetes.io/component: {{ .stage }}
 {{/* The stages this release runs, as a JSON list (fromJsonArray to use it). */}}
 {{- define "inspector.stages" -}}
 {{- $stages := list "ingest" "worker" "act" "dashboard" -}}
-{{- if .Values.sink.enabled -}}
-{{- $stages = append $stages "sink" -}}
+{{- range $opt := list "sink" "bridge" "mqtt" -}}
+{{- if (get $.Values $opt).enabled -}}
+{{- $stages = append $stages $opt -}}
+{{- end -}}
 {{- end -}}
 {{- toJson $stages -}}
 {{- end -}}
@@ -40,6 +42,10 @@ app.kubernetes.io/component: {{ .stage }}
 {{- $o := .root.Values.config.observe -}}
 {{- if eq .stage "sink" -}}
 {{- .root.Values.config.lake.port -}}
+{{- else if eq .stage "bridge" -}}
+{{- (.root.Values.config.bridge | default dict).port -}}
+{{- else if eq .stage "mqtt" -}}
+{{- (.root.Values.config.mqtt | default dict).metrics_port -}}
 {{- else -}}
 {{- get $o (printf "%s_port" .stage) -}}
 {{- end -}}
@@ -94,6 +100,56 @@ the rest is `inspector config check`'s job. Each failure is one line.
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- $files := .Values.secret.files | default list -}}
+{{- if .Values.bridge.enabled -}}
+{{- $b := required "config.bridge is required with bridge.enabled (its port and targets)" $c.bridge -}}
+{{- $p := int (required "config.bridge.port is required with bridge.enabled (the bridge's probe port)" $b.port) -}}
+{{- if or (lt $p 1) (gt $p 65535) -}}
+{{- fail (printf "config.bridge.port must be a port 1-65535 on Kubernetes (its probes and /metrics), got %v" $b.port) -}}
+{{- end -}}
+{{- if not $b.targets -}}
+{{- fail "config.bridge.targets is empty with bridge.enabled: inspector bridge would refuse to start (nothing to deliver line commands to)" -}}
+{{- end -}}
+{{- range $t := $b.targets -}}
+{{- if and (eq (toString $t.kind) "mqtt") (gt (int $.Values.bridge.replicas) 1) -}}
+{{- fail (printf "bridge.replicas > 1 with the MQTT target %s: its client_id is one per connected process (the broker drops the older session); run one bridge" $t.name) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if .Values.mqtt.enabled -}}
+{{- $m := required "config.mqtt is required with mqtt.enabled (the broker: mqtt.host at least)" $c.mqtt -}}
+{{- $p := int (required "config.mqtt.metrics_port is required with mqtt.enabled (inspector mqtt's probe port)" $m.metrics_port) -}}
+{{- if or (lt $p 1) (gt $p 65535) -}}
+{{- fail (printf "config.mqtt.metrics_port must be a port 1-65535 on Kubernetes (its probes and /metrics), got %v" $m.metrics_port) -}}
+{{- end -}}
+{{- if gt (int .Values.mqtt.replicas) 1 -}}
+{{- fail "mqtt.replicas > 1: config.mqtt.client_id (and the Sparkplug edge node) is one per connected process, the broker drops the older session; run one inspector mqtt" -}}
+{{- end -}}
+{{- end -}}
+{{- /* Files of the MQTT and OPC UA clients of the stages that run (CA, certificates,
+private keys): the pods have them only from secret.files, under /etc/inspector/secrets/. */ -}}
+{{- $paths := dict -}}
+{{- if and .Values.mqtt.enabled $c.mqtt -}}
+{{- range $k := list "ca_file" "cert_file" "key_file" -}}
+{{- $_ := set $paths (printf "config.mqtt.%s" $k) (get $.Values.config.mqtt $k) -}}
+{{- end -}}
+{{- end -}}
+{{- range $i, $t := (and .Values.bridge.enabled $c.bridge | default dict).targets -}}
+{{- range $k := list "ca_file" "cert_file" "key_file" -}}
+{{- $_ := set $paths (printf "config.bridge.targets[%d].%s" $i $k) (get $t $k) -}}
+{{- end -}}
+{{- range $k := list "certificate" "private_key" "server_certificate" -}}
+{{- $_ := set $paths (printf "config.bridge.targets[%d].security.%s" $i $k) (get ($t.security | default dict) $k) -}}
+{{- end -}}
+{{- end -}}
+{{- range $path, $v := $paths -}}
+{{- if $v -}}
+{{- $f := toString $v -}}
+{{- if not (and (hasPrefix "/etc/inspector/secrets/" $f) (has (trimPrefix "/etc/inspector/secrets/" $f) $files)) -}}
+{{- fail (printf "%s is %s: certificates and keys reach the pods only through secret.files, as /etc/inspector/secrets/<key> with <key> listed in secret.files" $path $f) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- $kafka := required "config.kafka is required" $c.kafka -}}
 {{- $bs := required "config.kafka.bootstrap_servers is required (KEDA reads it)" $kafka.bootstrap_servers -}}
 {{- if contains "${" $bs -}}
@@ -102,7 +158,12 @@ the rest is `inspector config check`'s job. Each failure is one line.
 {{- $_ := required "config.topics.partitions is required (KEDA's maxReplicaCount)" ($c.topics).partitions -}}
 {{- $_ := required "config.topics.prefix is required (the frames topic KEDA watches)" ($c.topics).prefix -}}
 {{- $_ := required "config.worker.group_id is required (the consumer group KEDA watches)" ($c.worker).group_id -}}
-{{- $secrets := dict "config.kafka.sasl_password" $kafka.sasl_password "config.kafka.ssl_key_password" $kafka.ssl_key_password "config.redis.password" ($c.redis).password "config.observe.dashboard_token" $o.dashboard_token -}}
+{{- $secrets := dict "config.kafka.sasl_password" $kafka.sasl_password "config.kafka.ssl_key_password" $kafka.ssl_key_password "config.redis.password" ($c.redis).password "config.observe.dashboard_token" $o.dashboard_token "config.lake.s3.secret_access_key" (dig "lake" "s3" "secret_access_key" "" $c) -}}
+{{- $_ := set $secrets "config.mqtt.password" ($c.mqtt | default dict).password -}}
+{{- range $i, $t := ($c.bridge | default dict).targets -}}
+{{- $_ := set $secrets (printf "config.bridge.targets[%d].password" $i) $t.password -}}
+{{- $_ := set $secrets (printf "config.bridge.targets[%d].security.private_key_password" $i) (get ($t.security | default dict) "private_key_password") -}}
+{{- end -}}
 {{- range $i, $wf := $c.workflows -}}
 {{- range $j, $s := $wf.secrets -}}
 {{- $_ := set $secrets (printf "config.workflows[%d].secrets[%d]" $i $j) $s -}}
@@ -111,6 +172,15 @@ the rest is `inspector config check`'s job. Each failure is one line.
 {{- range $path, $v := $secrets -}}
 {{- if and $v (not (regexMatch `^\$\{[A-Za-z_][A-Za-z0-9_]*\}$` (toString $v))) -}}
 {{- fail (printf "%s must be a ${NAME} reference to secret.env, not a value: secrets live in the Secret %s, never in the ConfigMap" $path $.Values.secret.name) -}}
+{{- end -}}
+{{- end -}}
+{{- $reg := toString (dig "learn" "registry" "uri" "" $c | default "") -}}
+{{- if and (regexMatch "^[a-z0-9+]+://[^/]*:[^/@]*@" $reg) (not (contains "${" $reg)) -}}
+{{- fail "config.learn.registry.uri holds a password: give MLflow its credentials through secret.env (MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN)" -}}
+{{- end -}}
+{{- range $name, $m := $c.models -}}
+{{- if and (hasPrefix "models:/" (toString $m.path)) (not (hasPrefix "http" $reg)) -}}
+{{- fail (printf "config.models.%s.path follows the registry (%s): set config.learn.registry.uri to your MLflow server (http(s)://...); an embedded registry would be an empty file in each pod" $name $m.path) -}}
 {{- end -}}
 {{- end -}}
 {{- $url := toString (($c.redis).url | default "") -}}

@@ -1,0 +1,1 @@
+"""``inspector edge``: ingest, worker(s) and act of one box as one supervised group."""
