@@ -103,10 +103,18 @@ def read(
     return out
 
 
-def wait_for(cond: Callable[[], bool], timeout_s: float, what: str, step_s: float = 0.05) -> None:
+def wait_for(
+    cond: Callable[[], bool],
+    timeout_s: float,
+    what: str | Callable[[], str],
+    step_s: float = 0.05,
+) -> None:
+    """Wait for ``cond``; ``what`` may be a callable, evaluated at the timeout (the state
+    the failure message should show)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if cond():
             return
         time.sleep(step_s)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+    said = what() if callable(what) else what
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {said}")

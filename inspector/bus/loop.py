@@ -14,9 +14,7 @@ Guarantees:
   uncommitted records in memory and retries them with capped backoff, committing
   nothing meanwhile; the assigned partitions are paused and the consumer keeps polling
   (group membership, rebalances), so nothing new is read and nothing has to be fetched
-  again. No seek-based rewind: a seek librdkafka drops would lose the batch until a
-  restart (the one CI failure of the Redis-outage test, four retries then 30 s of
-  silence, fits that; it was never reproduced);
+  again (no seek-based rewind);
 - SIGTERM/SIGINT lets the in-flight batch finish, then flushes, commits and closes.
 
 With ``lookahead`` (the detect worker's pipeline), the records already fetched for the
@@ -169,6 +167,19 @@ class StreamLoop(Generic[T]):
         self.dlq.send(msg, reason, detail)
         DEAD_LETTERS.labels(self.stage, reason).inc()
         self.stats.dead_lettered += 1
+
+    def describe(self) -> dict[str, object]:
+        """Where the loop stands, for a log line or a failing test's message."""
+        return {
+            "stage": self.stage,
+            "paused": self._paused,
+            "held": len(self._held),
+            "pending": len(self._pending),
+            "next": len(self._next),
+            "assigned": sorted(self.assigned),
+            "stats": vars(self.stats),
+            "since_progress_s": round(time.monotonic() - self.stats.last_progress, 2),
+        }
 
     def _on_assign(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         self.assigned |= {(p.topic, p.partition) for p in parts}

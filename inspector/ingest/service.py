@@ -56,6 +56,7 @@ class IngestService:
     ) -> None:
         self.cfg = cfg
         self.run_id = run_id or new_run_id()
+        self.started_at = time.time()  # triggers older than this are the topic's history
         self.metrics_port = cfg.observe.ingest_port if metrics_port is None else metrics_port
         self.use_triggers = triggers
         wanted = set(cameras) if cameras else None
@@ -201,10 +202,14 @@ class IngestService:
             return
         age = time.time() - trig.at
         if age > SOFTWARE_TRIGGER_MAX_AGE_S:
-            log.info(
+            late = trig.at >= self.started_at  # sent while we ran, reached us too late
+            log.log(
+                logging.WARNING if late else logging.DEBUG,
                 "stale part trigger not fired",
                 extra={"camera": trig.camera_id, "part": trig.part_id, "age_s": round(age, 3)},
             )
+            if late:  # a part that got no frame is counted, never silent
+                reader.drop("trigger_late")
             return
         if not reader.software_trigger():
             reader.drop("trigger_not_streaming")

@@ -169,6 +169,17 @@ class RunningAct:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def describe(self) -> str:
+        """The service's state, for a timeout's message: thread, error, loop, Redis."""
+        try:
+            redis_ok: object = self.service.client.ping()
+        except Exception as exc:
+            redis_ok = f"{type(exc).__name__}: {exc}"
+        return (
+            f"thread alive={self.thread.is_alive()} error={self.error!r} "
+            f"loop={self.service.loop.describe()} redis={redis_ok}"
+        )
+
     def stop(self) -> None:
         self.shutdown.request()
         self.thread.join(30)

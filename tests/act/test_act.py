@@ -649,17 +649,21 @@ def test_redis_down_pauses_then_resumes_without_loss(
         redis={"url": f"redis://127.0.0.1:{own_redis.port}/0", "socket_timeout_s": 0.5},
     )
     port = free_port()
-    col = Collector(cfg, [cfg.topics.line_commands])
+    col = Collector(cfg, [cfg.topics.line_commands, cfg.topics.actions])
     restarted: ManagedProcess | None = None
-    caplog.set_level(logging.WARNING, logger="inspector.bus.loop")
+    caplog.set_level(logging.INFO, logger="inspector")
     try:
         with RunningAct(cfg, metrics_port=port) as act:
             send(cfg, [verdict(1), verdict(2)])
             col.wait(lambda: len(commands(col, cfg, "divert")) == 2, 30, "two diverts")
+            # The diverts are on the topic before act marks them done in Redis and commits:
+            # Redis must go only once both records are committed, or the retry after this
+            # fresh (empty) Redis would rightly divert them again (same command ids).
+            stats = act.service.loop.stats
+            wait_for(lambda: stats.records >= 2, 10, "the first batch committed")
 
             own_redis.close()
             send(cfg, [verdict(3), verdict(4), verdict(5)])
-            stats = act.service.loop.stats
             retries_before = stats.retries
             col.wait(lambda: stats.retries >= retries_before + 2, 20, "the loop to pause")
             assert len(commands(col, cfg, "divert")) == 2  # nothing acted while paused
@@ -671,7 +675,16 @@ def test_redis_down_pauses_then_resumes_without_loss(
             assert paused and "Redis unavailable" in paused[-1].error  # type: ignore[attr-defined]
 
             restarted = start_redis(port=own_redis.port, log_dir=tmp_path)
-            col.wait(lambda: len(commands(col, cfg, "divert")) == 5, 30, "the paused diverts")
+            try:
+                col.wait(lambda: len(commands(col, cfg, "divert")) == 5, 30, "the paused diverts")
+            except AssertionError as exc:
+                acts = [
+                    (e.verdict_id, e.outcome) for e in col.payloads(cfg.topics.actions, ActionEvent)
+                ]
+                logs = [(r.name, r.getMessage(), getattr(r, "error", "")) for r in caplog.records]
+                raise AssertionError(
+                    f"{exc}; act: {act.describe()}; actions {acts}; logs {logs}"
+                ) from None
         col.drain()
         got = Counter(d.verdict_id for d in commands(col, cfg, "divert"))
         assert got == {f"v-cam-1-{i}": 1 for i in range(1, 6)}

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -36,6 +37,8 @@ ADDRESS = "127.0.0.1"
 SERIAL = "INSPECT1"
 W = H = 512  # the fake's sensor
 LOCK = "/tmp/inspector-gige-fake-camera.lock"
+# what a frame lost or damaged on the wire is counted as (Aravis' buffer status)
+UDP_LOSS = {"gige_missing_packets", "gige_timeout", "gige_wrong_packet_id"}
 
 
 class FakeCamera:
@@ -229,7 +232,11 @@ def test_software_trigger_delivers_exactly_the_triggered_frames(
 
         for i in range(1, n + 1):
             assert reader.software_trigger()
-            wait_for(lambda i=i: accounted() == i, 5, f"frame {i} (drops {reader.stats.drops})")  # type: ignore[misc]
+            wait_for(
+                lambda i=i: accounted() == i,  # type: ignore[misc]
+                5,
+                lambda i=i: f"frame {i}: camera {reader.state}, drops {reader.stats.drops}",  # type: ignore[misc]
+            )
         wait_for(
             lambda: len(col.frames("gige-1")) >= reader.stats.frames_grabbed,
             15,
@@ -276,17 +283,39 @@ def test_part_triggers_fire_a_software_triggered_camera_one_tagged_frame_each(
         # the trigger consumer is live once another camera's trigger reached the tagger
         send("warm-up", "w-1", "enter")
         wait_for(lambda: svc.tagger.part_for("warm-up", time.time()) == "w-1", 30, "consumer")
-        send("gige-1", "stale", "enter", at=time.time() - 10)  # an old trigger never fires
+        # the topic's history (older than the service) never fires, and is not a drop
+        send("gige-1", "stale", "enter", at=time.time() - 3600)
+
+        def state(i: int) -> str:
+            return (
+                f"frame {i}: camera {reader.state}, grabbed {reader.stats.frames_grabbed}, "
+                f"drops {reader.stats.drops}"
+            )
+
+        def lost() -> int:
+            # GVSP is UDP (and the fake cannot resend): on a loaded box a frame can arrive
+            # incomplete; it is then counted as a drop with the stream's reason, never silent
+            return sum(v for k, v in reader.stats.drops.items() if k.startswith("gige_"))
+
+        expected: list[str] = []  # the parts whose frames arrived, in trigger order
         for i in range(n):
             send("gige-1", f"p-{i}", "enter")
-            wait_for(lambda i=i: reader.stats.frames_grabbed == i + 1, 10, f"frame {i}")  # type: ignore[misc]
+            wait_for(
+                lambda i=i: reader.stats.frames_grabbed + lost() == i + 1,  # type: ignore[misc]
+                10,
+                partial(state, i),
+            )
+            if reader.stats.frames_grabbed == len(expected) + 1:
+                expected.append(f"p-{i}")
             send("gige-1", f"p-{i}", "exit")
-        wait_for(lambda: len(col.frames("gige-1")) >= n, 15, f"{n} frames on Kafka")
+        wait_for(lambda: len(col.frames("gige-1")) >= len(expected), 15, "the frames on Kafka")
         seen = reader._last_frame_mono
         wait_for(lambda: reader._last_frame_mono > seen, 5, "an idle check after the last")
-        assert reader.stats.frames_grabbed == n
+        assert reader.stats.frames_grabbed + lost() == n, state(n)  # nothing more, none silent
+        assert set(reader.stats.drops) <= UDP_LOSS, state(n)
+        assert len(expected) >= n - 1, state(n)  # at most one lost to UDP in a run
     parts = [m.part_id for m, _, _ in sorted(col.frames("gige-1"), key=lambda f: f[0].seq)]
-    assert parts == [f"p-{i}" for i in range(n)]
+    assert parts == expected  # each frame tagged with the part that triggered it
 
 
 # --------------------------------------------------------------------------- bad input
