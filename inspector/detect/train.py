@@ -156,7 +156,20 @@ def finish(best: Path, data_yaml: Path, out_dir: Path, *, imgsz: int) -> TrainRe
     onnx = out_dir / "model.onnx"
     if exported != onnx:
         shutil.move(str(exported), onnx)
+    portable_description(onnx, data_yaml)
     return TrainResult(pt=pt, onnx=onnx, metrics=metrics)
+
+
+def portable_description(onnx_path: Path, data_yaml: Path) -> None:
+    """Ultralytics writes the data file's absolute path into the ONNX ``description``;
+    a shipped model must not carry the training machine's paths: keep the file name."""
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    for prop in model.metadata_props:
+        if prop.key == "description":
+            prop.value = prop.value.replace(str(data_yaml), data_yaml.name)
+    onnx.save(model, str(onnx_path))
 
 
 def write_card_json(out_dir: Path, info: dict[str, Any]) -> Path:

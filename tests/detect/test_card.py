@@ -4,6 +4,7 @@ model trained on an imported dataset names that data and its terms."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from inspector.config import BUILTIN_MODELS
 from inspector.detect.card import render_card
@@ -35,3 +36,30 @@ def test_a_card_for_imported_data_names_it_and_its_terms() -> None:
     assert "| Data terms | research use only |" in md
     assert "## Validation (NEU-DET val split)" in md
     assert "| crazing | 0.1 | 0.2 | 0.3 | 0.1 |" in md
+
+
+def test_shipped_models_carry_no_training_machine_paths(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    from inspector.detect.model import sha256_of
+    from inspector.detect.train import portable_description
+
+    for path in sorted(BUILTIN_MODELS.glob("*/*.onnx")):
+        props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+        assert "/" not in props.get("description", ""), path
+        card = json.loads((path.parent / "card.json").read_text())
+        if path.name in card.get("sha256", {}):
+            assert card["sha256"][path.name] == sha256_of(path), path
+
+    # the recipe keeps only the data file's name
+    node = helper.make_node("Identity", ["x"], ["y"])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    model = helper.make_model(helper.make_graph([node], "g", [x], [y]))
+    data = tmp_path / "deep" / "data.yaml"
+    model.metadata_props.add(key="description", value=f"YOLOv8n model trained on {data}")
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    portable_description(tmp_path / "m.onnx", data)
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    assert props["description"] == "YOLOv8n model trained on data.yaml"
