@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from bench.common import MachineMeter, cores, timed_calls
-from inspector.detect.model import Detector, OnnxRuntimeDetector, postprocess
-from inspector.detect.worker import decode_jpeg, decode_scale
+from inspector.detect.model import Detector, OnnxRuntimeDetector, decode_scale, postprocess
+from inspector.detect.worker import decode_jpeg
 
 BATCHES = (1, 8)
 

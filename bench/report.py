@@ -8,6 +8,7 @@ LATENCY_BUDGET_MS = 30.0
 E2E_TARGET = 0.95
 SINK_TARGET = 5000.0  # lake sink rows/s end to end on 2 cores (issue 15)
 MEMORY_TARGET = 0.05
+COST_TARGET = 2.0  # parts mode per frame ≤ 2x frame mode (issue 13)
 
 
 def _get(d: Any, *path: str) -> Any:
@@ -125,6 +126,15 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         None if rows9 is None else rows9 >= SINK_TARGET,
         " rows/s",
     )
+    cost = _get(p, "10", "parts", "cost_vs_frame")
+    target(
+        "10: parts mode cost per frame / frame mode",
+        cost,
+        f"≤ {COST_TARGET:g}x",
+        None if cost is None else cost <= COST_TARGET,
+        "x",
+    )
+    ratios["tiles mode cost per frame / frame mode"] = _get(p, "10", "tiles", "cost_vs_frame")
     ratios["worker with hot swap / alone"] = _get(p, "8", "swap_fps_ratio")
     ratios["worker with shadow 25 % / alone"] = _get(p, "8", "shadow_fps_ratio")
     return {"ratios": ratios, "targets": targets}

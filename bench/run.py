@@ -27,6 +27,7 @@ PARTS = {
     7: "memory over a run",
     8: "model lifecycle: hot swap and shadow",
     9: "lakehouse sink: rows/s and lag",
+    10: "inspection modes: cost per frame",
 }
 
 
@@ -46,6 +47,7 @@ class Plan:
     lifecycle_frames: int = 480
     lake_verdicts: int = 200_000
     lake_lag_s: float = 30.0
+    modes_s: float = 8.0
 
 
 FULL = Plan()
@@ -62,6 +64,7 @@ QUICK = Plan(
     lifecycle_frames=160,
     lake_verdicts=50_000,
     lake_lag_s=10.0,
+    modes_s=3.0,
 )
 
 
@@ -95,7 +98,7 @@ def selected_parts(args: argparse.Namespace) -> tuple[list[int], list[int]]:
         want = {int(p) for p in args.parts.split(",") if p.strip()}
         bad = want - set(PARTS)
         if bad:
-            raise SystemExit(f"unknown parts {sorted(bad)}; parts are 1-9")
+            raise SystemExit(f"unknown parts {sorted(bad)}; parts are 1-{max(PARTS)}")
     elif args.soak:
         want = {7}
     else:
@@ -231,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     t_start = time.monotonic()
     try:
-        needs_frames = bool({1, 2, 3, 4, 5, 8} & set(parts))
+        needs_frames = bool({1, 2, 3, 4, 5, 8, 10} & set(parts))
         jpegs = sim_jpegs(plan.unique_frames) if needs_frames else []
         det = None
         if {1, 3} & set(parts):
@@ -254,6 +257,12 @@ def main(argv: list[str] | None = None) -> int:
                 run_server_parts(
                     results, parts, plan, srv, det, jpegs, e2e_frames, args, log_dir, echo
                 )
+        if 10 in parts:
+            from bench.modes import part10_modes
+            from inspector.config import InspectionSettings
+
+            region = InspectionSettings().region_model
+            run_part(results, 10, lambda: part10_modes(jpegs, plan.modes_s, region), echo)
         if 7 in parts:
             from bench.memory import part7_memory
 

@@ -623,11 +623,45 @@ class CameraSettings(Strict):
         return self.gige if self.gige is not None else GigESettings()
 
 
+class InspectionSettings(Strict):
+    """How the detector looks at a line's frames (README: Inspection modes).
+
+    frame: the whole frame, reduced to the model's input size. parts: the frame model
+    locates the parts on the reduced frame, each part is cut from the full-resolution
+    frame and the region model finds defects on those crops. tiles: the region model runs
+    on overlapping full-resolution tiles of the whole frame. Every box is mapped back to
+    frame pixels, so rules, evidence and events do not change with the mode."""
+
+    mode: Literal["frame", "parts", "tiles"] = Field("frame", title="Inspection mode")
+    region_model: str = Field(
+        "builtin:defects-v2",
+        title="Model for crops and tiles (parts, tiles)",
+        description="A path or builtin:NAME, loaded with the worker model's backend, device, "
+        "threads, conf and iou; its input size is crop_size.",
+        min_length=1,
+        max_length=1024,
+    )
+    crop_size: int = Field(
+        320, title="Crop / tile input size in pixels", ge=64, le=2048, multiple_of=32
+    )
+    pad: float = Field(0.08, title="Margin around a part's box, share of its side", ge=0, le=1)
+    part_class: str = Field("part", title="Frame-model class that locates parts", min_length=1)
+    part_min_confidence: float = Field(
+        0.3, title="Part detections below this are not inspected", ge=0, le=1
+    )
+    max_parts: int = Field(8, title="Parts inspected per frame at most", ge=1, le=64)
+    tile_side: int = Field(480, title="Tile side in frame pixels (tiles)", ge=64, le=4096)
+    tile_overlap: float = Field(0.2, title="Overlap between tiles (tiles)", ge=0, lt=0.9)
+
+
 class LineSettings(Strict):
     id: Identifier = Field(..., title="Line id")
     name: str = Field("", title="Display name", max_length=200)
     cameras: list[CameraSettings] = Field(..., title="Cameras", min_length=1, max_length=64)
     rules: LineRules = Field(default_factory=lambda: LineRules(), title="Pass/fail rules")
+    inspection: InspectionSettings = Field(
+        default_factory=lambda: InspectionSettings(), title="Inspection mode"
+    )
 
     @model_validator(mode="after")
     def _unique_cameras(self) -> LineSettings:

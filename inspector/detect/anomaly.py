@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import numpy.typing as npt
+
+from inspector.detect.crops import box_touches_edge, crop_part
 
 U8 = npt.NDArray[np.uint8]
 F32 = npt.NDArray[np.float32]
@@ -32,56 +33,10 @@ F32 = npt.NDArray[np.float32]
 BANK_FILE = "anomaly.npz"
 META_FILE = "anomaly.json"
 DEFAULT_LAYERS = ("/model.4/cv2/act/Mul_output_0", "/model.6/cv2/act/Mul_output_0")
-FILL = 114  # the letterbox grey: what a crop shows beyond the frame edge
 
 
 class AnomalyError(Exception):
     """An anomaly model that cannot be built, loaded or used (one line for the operator)."""
-
-
-@dataclass(frozen=True)
-class CropGeom:
-    """Where a part's square crop lies in the frame (may extend past the edges)."""
-
-    x1: int
-    y1: int
-    side: int
-    cut: bool  # the crop reaches beyond the frame (filled with FILL)
-
-
-def crop_geom(box: tuple[float, float, float, float], pad: float) -> tuple[int, int, int]:
-    """The square around ``box`` (x1, y1, x2, y2): its longer side plus ``pad`` of it on each
-    side, centred on the box. Returns (x1, y1, side) in frame pixels."""
-    bx1, by1, bx2, by2 = box
-    if bx2 <= bx1 or by2 <= by1:
-        raise AnomalyError(f"empty part box {box}")
-    side = max(1, math.ceil(max(bx2 - bx1, by2 - by1) * (1 + 2 * pad)))
-    cx, cy = (bx1 + bx2) / 2, (by1 + by2) / 2
-    return round(cx - side / 2), round(cy - side / 2), side
-
-
-def crop_part(
-    frame: U8, box: tuple[float, float, float, float], size: int, pad: float
-) -> tuple[U8, CropGeom]:
-    """The part's square crop, resized to ``size`` x ``size``; what lies beyond the frame
-    is filled with the letterbox grey (and ``cut`` says so)."""
-    h, w = frame.shape[:2]
-    x1, y1, side = crop_geom(box, pad)
-    x2, y2 = x1 + side, y1 + side
-    fx1, fy1, fx2, fy2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
-    cut = (fx1, fy1, fx2, fy2) != (x1, y1, x2, y2)
-    square = np.full((side, side, 3), FILL, np.uint8)
-    if fx1 < fx2 and fy1 < fy2:
-        square[fy1 - y1 : fy2 - y1, fx1 - x1 : fx2 - x1] = frame[fy1:fy2, fx1:fx2]
-    interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
-    out = np.asarray(cv2.resize(square, (size, size), interpolation=interp), np.uint8)
-    return out, CropGeom(x1, y1, side, cut)
-
-
-def box_touches_edge(box: tuple[float, float, float, float], w: int, h: int, margin: int) -> bool:
-    """A part box cut by the frame edge: not scored (the bank knows whole parts only)."""
-    x1, y1, x2, y2 = box
-    return x1 <= margin or y1 <= margin or x2 >= w - margin or y2 >= h - margin
 
 
 def _avg3(x: F32) -> F32:

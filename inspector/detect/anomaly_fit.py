@@ -23,10 +23,10 @@ from inspector.detect.anomaly import (
     DEFAULT_LAYERS,
     AnomalyModel,
     FeatureExtractor,
-    crop_part,
     fit_bank,
     threshold_for,
 )
+from inspector.detect.crops import crop_part
 from inspector.detect.model import sha256_of
 from inspector.events import Finding
 from inspector.sim import ConveyorScene, SceneConfig
@@ -98,7 +98,13 @@ def fit(
     pad: float = 0.08,
     per_crop: int = 160,
     pool: int = 30000,
+    per: str = "part",
 ) -> AnomalyModel:
+    """``per``: the false-alarm rate is per ``part`` (a good part alarms when any of its
+    crops, one per frame it is seen in, is over: what sends a part to review) or per
+    ``crop`` (one part in one frame)."""
+    if per not in ("part", "crop"):
+        raise ValueError(f"per must be part or crop, not {per!r}")
     t0 = time.monotonic()
     ext = FeatureExtractor(model_path, DEFAULT_LAYERS)
     rng = np.random.default_rng(0)
@@ -116,7 +122,12 @@ def fit(
     model = AnomalyModel(bank=bank, threshold=0.0)
     held = sim_crops(threshold_seeds, size=size, pad=pad)
     held_scores = model.scores(ext, [c.image for c in held])
-    model.threshold = threshold_for(held_scores, false_alarm_rate)
+    if per == "part":
+        worst = worst_per_part(held_scores, [(c.seed, c.part_id) for c in held])
+        model.threshold = threshold_for(worst, false_alarm_rate)
+    else:
+        model.threshold = threshold_for(held_scores, false_alarm_rate)
+    held_parts = len({(c.seed, c.part_id) for c in held})
     model.meta = {
         "method": "patchcore-style: coreset of detector backbone patches, max NN distance",
         "feature_model": model_path.name,
@@ -131,10 +142,20 @@ def fit(
         "fit_parts": len(parts),
         "threshold_seeds": threshold_seeds,
         "threshold_crops": len(held),
+        "threshold_parts": held_parts,
         "false_alarm_rate_target": false_alarm_rate,
+        "false_alarm_rate_per": per,
         "fit_s": round(time.monotonic() - t0, 1),
     }
     return model
+
+
+def worst_per_part(scores: list[float], parts: list[tuple[int, int]]) -> list[float]:
+    """Each part's highest crop score (a part alarms when any of its crops is over)."""
+    worst: dict[tuple[int, int], float] = {}
+    for sc, key in zip(scores, parts, strict=True):
+        worst[key] = max(worst.get(key, sc), sc)
+    return list(worst.values())
 
 
 def _overlaps(f: Finding, box: tuple[int, int, int, int]) -> bool:

@@ -25,6 +25,14 @@ def render_card(c: dict[str, Any]) -> str:
             else f"imported from `{ds.get('source')}` ({ds.get('format')})"
         )
     )
+    if ds.get("crop"):
+        crop = ds["crop"]
+        data_line = (
+            f"{ds.get('n_train')} train / {ds.get('n_val')} val part crops "
+            f"({crop.get('size')} px, pad {crop.get('pad')}, box jitter {crop.get('jitter')} "
+            f"in train) from {ds.get('n_train_frames')} / {ds.get('n_val_frames')} frames, "
+            f"seed {c.get('seed')}, generator {ds.get('generator_version')}"
+        )
     lines = [
         f"# Model card: {model_name}",
         "",
@@ -86,8 +94,24 @@ def render_card(c: dict[str, Any]) -> str:
             f"{_pct(pf['false_reject_rate'])} |",
             f"| per part | {pp['defective']} | {pp['clean']} | {_pct(pp['recall'])} | "
             f"{_pct(pp['false_reject_rate'])} |",
+        ]
+        if q.get("inspection"):
+            lines += ["", f"Inspection mode `{q['inspection']}` (model `{q.get('model')}`)."]
+        per_class = q.get("per_class_part_recall") or {}
+        if per_class:
+            lines += [
+                "",
+                "| defect class | defective parts | caught | recall |",
+                "|---|---|---|---|",
+            ]
+            lines += [
+                f"| {c} | {r['parts']} | {r['caught']} | {_pct(r['recall'])} |"
+                for c, r in per_class.items()
+            ]
+        lines += [
             "",
-            "Target: per-part recall ≥ 95 % at false-reject ≤ 2 %.",
+            "Targets (issue 13): per-part recall ≥ 97 % at false-reject ≤ 1 %; per-frame ≥ 90 % "
+            "at ≤ 1 %; every defect class ≥ 90 % per part.",
         ]
     if c.get("transfer_learning"):
         lines += ["", "## Transfer learning", "", str(c["transfer_learning"]) + "."]

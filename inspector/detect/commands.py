@@ -44,17 +44,24 @@ def anomaly_fit_cmd(
     out: Path | None = typer.Option(None, "--out", help="Directory (default: the model's)."),
     fit_seeds: str = typer.Option("7001-7024", "--fit-seeds", help="Defect-free scenes: bank."),
     threshold_seeds: str = typer.Option(
-        "7101-7116", "--threshold-seeds", help="Defect-free scenes: the threshold."
+        "7101-7148", "--threshold-seeds", help="Defect-free scenes: the threshold."
     ),
     bank_size: int = typer.Option(4000, "--bank-size", min=1, max=100000),
     false_alarm_rate: float = typer.Option(0.01, "--false-alarm-rate", min=0.0, max=0.5),
     crop_size: int = typer.Option(192, "--crop-size", min=32, max=1024),
+    per: str = typer.Option(
+        "part",
+        "--per",
+        help="The false-alarm rate per part (any of its crops over) or per crop.",
+    ),
 ) -> None:
     """Fit the anomaly bank on defect-free simulated parts; threshold at the false-alarm rate."""
     from inspector.detect.anomaly import AnomalyError
     from inspector.detect.anomaly_fit import fit
 
     fs, ts = _seeds(fit_seeds), _seeds(threshold_seeds)
+    if per not in ("part", "crop"):
+        raise typer.BadParameter(f"--per must be part or crop, not {per!r}")
     if set(fs) & set(ts):
         raise typer.BadParameter("fit and threshold seeds must be distinct")
     try:
@@ -65,6 +72,7 @@ def anomaly_fit_cmd(
             bank_size=bank_size,
             false_alarm_rate=false_alarm_rate,
             size=crop_size,
+            per=per,
         )
     except AnomalyError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -77,8 +85,8 @@ def anomaly_fit_cmd(
     m.save(target)
     typer.echo(
         f"bank {len(m.bank)} patches from {m.meta['fit_parts']} good parts; threshold "
-        f"{m.threshold:.4f} ({false_alarm_rate:.1%} of {m.meta['threshold_crops']} held-out "
-        f"good crops above); wrote {target}"
+        f"{m.threshold:.4f} (at most {false_alarm_rate:.1%} of "
+        f"{m.meta['threshold_' + per + 's']} held-out good {per}s above); wrote {target}"
     )
 
 
@@ -86,7 +94,7 @@ def anomaly_evaluate_cmd(
     model_dir: Path = typer.Option(
         Path("inspector/models/defects-v1"), "--model-dir", help="Where anomaly.npz/.json are."
     ),
-    seeds: str = typer.Option("7201-7212", "--seeds", help="Held-out scenes (not fit seeds)."),
+    seeds: str = typer.Option("7201-7248", "--seeds", help="Held-out scenes (not fit seeds)."),
     card: Path | None = typer.Option(
         None, "--card", help="Model card JSON to record the figures in (and MODEL_CARD.md)."
     ),
@@ -169,6 +177,12 @@ def evaluate_cmd(
     sweep_thresholds: bool = typer.Option(
         False, "--sweep", help="Tune: recall / false-reject per min_confidence on tuning seeds."
     ),
+    mode: str | None = typer.Option(
+        None, "--mode", help="Inspection mode: frame, parts or tiles (default: the line's)."
+    ),
+    region_model: str | None = typer.Option(
+        None, "--region-model", help="Region model for parts / tiles (default: the line's)."
+    ),
 ) -> None:
     """Score a model + line rules on a held-out simulated run (per-frame and per-part)."""
     import json
@@ -179,8 +193,19 @@ def evaluate_cmd(
     cfg = load_or_exit(config)
     ln = cfg.line(line) if line else cfg.lines[0]
     settings = cfg.model if model is None else cfg.model.model_copy(update={"path": model})
+    overrides: dict[str, str] = {}
+    if mode is not None:
+        if mode not in ("frame", "parts", "tiles"):
+            raise typer.BadParameter(f"--mode must be frame, parts or tiles, not {mode!r}")
+        overrides["mode"] = mode
+    if region_model is not None:
+        overrides["region_model"] = region_model
+    inspection = ln.inspection.model_copy(update=overrides)
     if sweep_thresholds:
-        for row in sweep(settings, ln.rules, seconds=seconds, sample_fps=sample_fps):
+        rows = sweep(
+            settings, ln.rules, seconds=seconds, sample_fps=sample_fps, inspection=inspection
+        )
+        for row in rows:
             pp, pf = row["per_part"], row["per_frame"]
             typer.echo(
                 f"min_conf {row['min_confidence']:.2f}  part recall {pp['recall']}  "
@@ -194,6 +219,7 @@ def evaluate_cmd(
         seeds=tuple(int(s) for s in seeds.split(",")),
         seconds=seconds,
         sample_fps=sample_fps,
+        inspection=inspection,
     )
     result["rules_from"] = f"{config}#{ln.id}"
     typer.echo(json.dumps(result, indent=2))
@@ -245,6 +271,12 @@ def train_cmd(
     from_scratch: bool = typer.Option(
         False, "--from-scratch", help="Generate the simulator's dataset and train from a yaml."
     ),
+    parts_dataset: bool = typer.Option(
+        False,
+        "--parts-dataset",
+        help="Generate the simulator's part-crop dataset (the parts mode's region model); "
+        "--n-train / --n-val count frames, each gives a crop per part in view.",
+    ),
     weights: str | None = typer.Option(
         None, "--weights", help="Fine-tune from this .pt (transfer learning)."
     ),
@@ -262,16 +294,22 @@ def train_cmd(
     """Train (or fine-tune) a defect detector offline, export ONNX, write its card."""
     from inspector.detect import train as tr
 
-    if (data is None) == (not from_scratch):
-        raise typer.BadParameter("give exactly one of --data or --from-scratch")
+    if sum((data is not None, from_scratch, parts_dataset)) != 1:
+        raise typer.BadParameter("give exactly one of --data, --from-scratch or --parts-dataset")
     out.mkdir(parents=True, exist_ok=True)
     gen_version = None
-    if from_scratch:
+    if from_scratch or parts_dataset:
         from inspector.sim import GENERATOR_VERSION
 
         gen_version = GENERATOR_VERSION
-        ds_dir = tr.default_config_dir().parent / "datasets" / f"sim-{gen_version}-{seed}"
-        data = tr.generate_sim_dataset(ds_dir, n_train, n_val, seed)
+        kind = "sim" if from_scratch else "crops"
+        ds_dir = tr.default_config_dir().parent / "datasets" / f"{kind}-{gen_version}-{seed}"
+        if from_scratch:
+            data = tr.generate_sim_dataset(ds_dir, n_train, n_val, seed)
+        else:
+            from inspector.detect.parts_data import write_crop_dataset
+
+            data = write_crop_dataset(ds_dir, n_train, n_val, seed, size=imgsz)
     assert data is not None
     t0 = time.time()
     result = tr.train(
@@ -295,7 +333,7 @@ def train_cmd(
         "batch": batch,
         "seed": seed,
         "name": out.name,
-        "dataset": _dataset_facts(data, n_train, n_val, gen_version),
+        "dataset": _dataset_facts(data, n_train, n_val, gen_version, parts_dataset),
         "ultralytics": ultralytics.__version__,
         "python": platform.python_version(),
         "train_seconds": round(time.time() - t0),
@@ -315,12 +353,23 @@ def train_cmd(
 
 
 def _dataset_facts(
-    data: Path, n_train: int, n_val: int, gen_version: str | None
+    data: Path, n_train: int, n_val: int, gen_version: str | None, crops: bool = False
 ) -> dict[str, object]:
     """What the card says about the data: the simulator's settings, or what
     ``inspector dataset import`` recorded beside the data.yaml (source, counts)."""
     import json
 
+    if gen_version is not None and crops:
+        manifest = json.loads((data.parent / "manifest.json").read_text())
+        return {
+            "kind": "part crops (inspector/detect/parts_data.py)",
+            "n_train_frames": n_train,
+            "n_val_frames": n_val,
+            "n_train": len(manifest["train"]),
+            "n_val": len(manifest["val"]),
+            "crop": manifest["crop"],
+            "generator_version": gen_version,
+        }
     if gen_version is not None:
         return {"n_train": n_train, "n_val": n_val, "generator_version": gen_version}
     facts: dict[str, object] = {"data_yaml": str(data)}

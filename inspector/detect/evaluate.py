@@ -12,10 +12,11 @@ from typing import Any
 
 import cv2
 
-from inspector.config import LineRules, ModelSettings
-from inspector.detect.model import load_detector
+from inspector.config import InspectionSettings, LineRules, ModelSettings
+from inspector.detect.model import Detector, input_scale, load_detector
+from inspector.detect.regions import load_region_detector
 from inspector.detect.rules import CompiledRules
-from inspector.detect.worker import decode_jpeg, decode_scale, scale_detections
+from inspector.detect.worker import decode_jpeg, scale_detections
 from inspector.sim.framecode import decode_frame_index
 from inspector.sim.scene import ConveyorScene, SceneConfig
 from inspector.sim.score import JudgedFrame, score
@@ -46,7 +47,7 @@ def _run_frames(
             img, _ = scene.render(i)
             ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
             assert ok
-            s = decode_scale(width, height, det.info.imgsz)
+            s = input_scale(det, width, height)
             small = decode_jpeg(buf.tobytes(), s)
             assert small is not None
             dets = scale_detections(det.detect([small])[0], s)
@@ -68,6 +69,12 @@ def judge_frames(
     return out
 
 
+def line_detector(model: ModelSettings, inspection: InspectionSettings | None) -> Detector:
+    """The detector a line's frames go through on the worker (its inspection mode)."""
+    frame = load_detector(model)
+    return frame if inspection is None else load_region_detector(frame, model, inspection)
+
+
 def sweep(
     model: ModelSettings,
     rules: LineRules,
@@ -76,10 +83,11 @@ def sweep(
     seeds: tuple[int, ...] = (8001, 8002),
     seconds: float = 120.0,
     sample_fps: float = 3.0,
+    inspection: InspectionSettings | None = None,
 ) -> list[dict[str, Any]]:
     """Per-part recall / false-reject for one min_confidence applied to every failing
     class — run on tuning seeds, never on the held-out ones the card reports."""
-    det = load_detector(model)
+    det = line_detector(model, inspection)
     frames, clips = _run_frames(det, seeds, seconds, sample_fps, 1280, 720, 0.3, 85)
     rows = []
     for t in thresholds:
@@ -119,9 +127,10 @@ def evaluate(
     height: int = 720,
     defect_rate: float = 0.3,
     jpeg_quality: int = 85,
+    inspection: InspectionSettings | None = None,
 ) -> dict[str, Any]:
     t0 = time.time()
-    det = load_detector(model)
+    det = line_detector(model, inspection)
     raw, clips = _run_frames(
         det, seeds, seconds, sample_fps, width, height, defect_rate, jpeg_quality
     )
@@ -136,6 +145,8 @@ def evaluate(
             "resolution": f"{width}x{height}",
             "defect_rate": defect_rate,
             "frames": len(frames),
+            "inspection": "frame" if inspection is None else inspection.mode,
+            "model": det.info.name,
             "elapsed_s": round(time.time() - t0, 1),
         }
     )

@@ -67,6 +67,26 @@ class Detector(Protocol):
         ...
 
 
+def decode_scale(width: int, height: int, imgsz: int) -> int:
+    """Largest JPEG DCT downscale (1, 2, 4, 8) that still leaves the model its full input.
+
+    Decoding a 1280x720 JPEG at 1/4 costs a fraction of a full decode, and the
+    letterbox would shrink it to 320 px anyway.
+    """
+    for s in (8, 4, 2):
+        if width % s == 0 and height % s == 0 and max(width, height) // s >= imgsz:
+            return s
+    return 1
+
+
+def input_scale(det: Detector, width: int, height: int) -> int:
+    """How far a frame may be reduced when decoded for ``det``: 1 for a detector that
+    looks at full-resolution regions (``full_resolution``), else ``decode_scale``."""
+    if getattr(det, "full_resolution", False):
+        return 1
+    return decode_scale(width, height, det.info.imgsz)
+
+
 def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]

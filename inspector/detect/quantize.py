@@ -94,7 +94,7 @@ def folder_frames(folder: Path, n: int) -> list[U8]:
 
 def _inputs(det: OnnxRuntimeDetector, frames: Sequence[U8]) -> list[npt.NDArray[np.float32]]:
     """The model inputs for ``frames``, reduced as the worker's decoder reduces them."""
-    from inspector.detect.worker import decode_scale
+    from inspector.detect.model import decode_scale
 
     out = []
     for img in frames:

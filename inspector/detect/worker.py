@@ -35,12 +35,19 @@ from inspector.bus.crypto import BlobError, store_sealer
 from inspector.bus.kafka import instance_id, make_producer, stage_consumer
 from inspector.bus.loop import RetryLater, StreamLoop
 from inspector.bus.store import FrameStore, StoreUnavailable, connect, store_error
-from inspector.config import CameraSettings, LineSettings, PlantConfig, anomaly_bank_dir
+from inspector.config import (
+    CameraSettings,
+    InspectionSettings,
+    LineSettings,
+    PlantConfig,
+    anomaly_bank_dir,
+)
 from inspector.detect.anomaly import AnomalyError, PartScorer
 from inspector.detect.capture import Capture
 from inspector.detect.drift import DriftChange, DriftMonitor, frame_stats
 from inspector.detect.follow import ModelFollower, ReferenceFrames, registry_info
-from inspector.detect.model import Detector, ModelError, load_detector
+from inspector.detect.model import Detector, ModelError, input_scale, load_detector
+from inspector.detect.regions import RegionDetector
 from inspector.detect.rules import (
     EDGE_MARGIN_PX,
     CompiledRules,
@@ -56,6 +63,7 @@ from inspector.events import (
     Detection,
     DriftEvent,
     FrameMeta,
+    ModelRef,
     Timings,
     VerdictEvent,
     ce_headers,
@@ -118,18 +126,6 @@ class Prepared:
 
 def batch_key(msgs: list[Message]) -> tuple[tuple[str, int, int], ...]:
     return tuple((m.topic() or "", m.partition() or 0, m.offset() or 0) for m in msgs)
-
-
-def decode_scale(width: int, height: int, imgsz: int) -> int:
-    """Largest JPEG DCT downscale (1, 2, 4, 8) that still leaves the model its full input.
-
-    Decoding a 1280x720 JPEG at 1/4 costs a fraction of a full decode, and the
-    letterbox would shrink it to 320 px anyway.
-    """
-    for s in (8, 4, 2):
-        if width % s == 0 and height % s == 0 and max(width, height) // s >= imgsz:
-            return s
-    return 1
 
 
 _REDUCED = {
@@ -272,6 +268,11 @@ class DetectWorker:
         self.store = store
         self.model_ref = detector.info.ref()
         self.rules = {ln.id: CompiledRules(ln.rules) for ln in cfg.lines}
+        # Inspection modes (detect/regions.py): a line in parts or tiles mode runs the
+        # worker's frame model wrapped with its region model, on full-resolution frames.
+        self.inspection = {ln.id: ln.inspection for ln in cfg.lines}
+        self.region_models = load_region_models(cfg)
+        self._line_dets: dict[str, Detector] = {}
         self.anomaly = load_anomaly_scorers(cfg)
         self.cameras: dict[str, tuple[LineSettings, CameraSettings]] = {
             c.id: (ln, c) for ln in cfg.lines for c in ln.cameras
@@ -312,6 +313,26 @@ class DetectWorker:
             if cfg.learn.capture.enabled
             else None
         )
+
+    def line_detector(self, line_id: str, frame: Detector | None = None) -> Detector:
+        """The Detector a line's frames go through: the frame model, or (parts, tiles)
+        the frame model wrapped with the line's region model. Rebuilt after a swap."""
+        frame = frame or self.detector
+        st = self.inspection.get(line_id)
+        if st is None or st.mode == "frame":
+            return frame
+        det = self._line_dets.get(line_id)
+        if not isinstance(det, RegionDetector) or det.frame is not frame:
+            det = RegionDetector(frame, self.region_models[region_key(st)], st)
+            self._line_dets[line_id] = det
+        return det
+
+    def ref_for(self, line_id: str) -> ModelRef:
+        """The model a line's verdicts name (the region model joins it in parts, tiles)."""
+        st = self.inspection.get(line_id)
+        if st is None or st.mode == "frame":
+            return self.model_ref
+        return self.line_detector(line_id).info.ref()
 
     # ---------------------------------------------------------------- hot swap
 
@@ -395,7 +416,7 @@ class DetectWorker:
                 f"JPEG header says {size[0]}x{size[1]}, message says {m.width}x{m.height}",
             )
             return
-        scale = decode_scale(m.width, m.height, (detector or self.detector).info.imgsz)
+        scale = input_scale(self.line_detector(line.id, detector), m.width, m.height)
         img = decode_jpeg(job.jpeg, scale)
         if img is None:
             job.fault = ("fault:undecodable", f"JPEG of {len(job.jpeg)} bytes does not decode")
@@ -576,11 +597,16 @@ class DetectWorker:
                     span.set_attribute("inspector.fault", j.fault[0])
                     tracing.fail(span, j.fault[0])
                 span.end()
-            ready = [j for j in chunk if j.image is not None]
-            if ready:
+            by_det: dict[int, tuple[Detector, list[FrameJob]]] = {}
+            for j in chunk:
+                if j.image is not None:
+                    ld = self.line_detector(j.meta.line_id, det)
+                    by_det.setdefault(id(ld), (ld, []))[1].append(j)
+            for ld, ready in by_det.values():
                 images = [j.image for j in ready if j.image is not None]
-                pending.append((ready, self.infer_pool.submit(self._detect, images, det)))
-                self.references.add(images[-1:])  # what the line looks like now
+                pending.append((ready, self.infer_pool.submit(self._detect, images, ld)))
+                if ld is det:
+                    self.references.add(images[-1:])  # what the line looks like now
         done = 0
         for ready, fut in pending:
             dets, started, ended = fut.result()
@@ -789,7 +815,7 @@ class DetectWorker:
             reason=judgement.reason,
             findings=judgement.findings,
             detections=dets,
-            model=self.model_ref,
+            model=self.ref_for(m.line_id),
             timings=Timings(
                 captured_at=m.captured_at,
                 ingested_at=m.ingested_at,
@@ -955,6 +981,23 @@ def load_anomaly_scorers(cfg: PlantConfig) -> dict[str, PartScorer]:
 
 def decode_frame_message(msg: Message) -> tuple[FrameMeta, bytes | None]:
     return decode_frame(msg.value(), msg.headers())
+
+
+def region_key(st: InspectionSettings) -> str:
+    return f"{st.region_model}@{st.crop_size}"
+
+
+def load_region_models(cfg: PlantConfig) -> dict[str, Detector]:
+    """One region model per distinct (model, crop size) among the lines in parts or tiles
+    mode, loaded with the worker model's backend, device, threads, conf and iou."""
+    out: dict[str, Detector] = {}
+    for ln in cfg.lines:
+        st = ln.inspection
+        if st.mode != "frame" and region_key(st) not in out:
+            out[region_key(st)] = load_detector(
+                cfg.model.model_copy(update={"path": st.region_model, "imgsz": st.crop_size})
+            )
+    return out
 
 
 def transactional_id(cfg: PlantConfig) -> str:

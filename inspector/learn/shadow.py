@@ -27,9 +27,9 @@ from inspector.bus.kafka import ensure_topics, make_producer, stage_consumer
 from inspector.bus.loop import RetryLater, StreamLoop
 from inspector.bus.store import FrameStore, StoreUnavailable, connect
 from inspector.config import PlantConfig
-from inspector.detect.model import Detector
+from inspector.detect.model import Detector, decode_scale
 from inspector.detect.rules import CompiledRules
-from inspector.detect.worker import decode_jpeg, decode_scale, scale_detections
+from inspector.detect.worker import decode_jpeg, scale_detections
 from inspector.events import (
     FrameMeta,
     Timings,

@@ -66,11 +66,21 @@ class Score:
     unreadable: int = 0
     unknown_camera: int = 0
     missed_parts: list[str] = field(default_factory=list)
+    # per defect class: the defective part instances carrying it, and how many were caught
+    classes: dict[str, Rates] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "per_frame": self.frames.as_dict(),
             "per_part": self.parts.as_dict(),
+            "per_class_part_recall": {
+                c: {
+                    "parts": r.positives,
+                    "caught": r.true_pos,
+                    "recall": None if r.recall is None else round(r.recall, 4),
+                }
+                for c, r in sorted(self.classes.items())
+            },
             "fault_frames": self.faults,
             "frames_without_readable_code": self.unreadable,
             "frames_from_cameras_without_truth": self.unknown_camera,
@@ -138,11 +148,19 @@ def score(frames: Iterable[JudgedFrame], clips: dict[str, ClipTruth], k: int = 1
                 defective_of[key] = p.defective
                 if failed and any(_inside(b, p.box) for b in f.finding_boxes):
                     hits[0] += 1
+    records = {
+        cam: {r.part_id: r for r in clip.parts} for cam, clip in clips.items() if cam in by_camera
+    }
     for key, (fails, _judged) in instances.items():
         caught = fails >= k
         if defective_of[key]:
             out.parts.positives += 1
             out.parts.true_pos += caught
+            rec = records.get(key[0], {}).get(key[2])
+            for cls in sorted(set(rec.defects) if rec is not None else ()):
+                rates = out.classes.setdefault(cls, Rates())
+                rates.positives += 1
+                rates.true_pos += caught
             if not caught:
                 out.missed_parts.append(f"{key[0]}/loop{key[1]}/part{key[2]}")
         else:

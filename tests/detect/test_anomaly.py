@@ -12,13 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from inspector.detect.anomaly import (
-    FILL,
     AnomalyError,
     AnomalyModel,
     FeatureExtractor,
-    box_touches_edge,
-    crop_geom,
-    crop_part,
     greedy_coreset,
     nn_distance,
     threshold_for,
@@ -41,26 +37,20 @@ def test_threshold_allows_at_most_the_false_alarm_rate() -> None:
         threshold_for([], 0.01)
 
 
-def test_crop_inside_the_frame_is_the_padded_square() -> None:
-    frame = np.arange(200 * 300 * 3, dtype=np.uint32).reshape(200, 300, 3).astype(np.uint8)
-    x1, y1, side = crop_geom((100, 50, 180, 110), pad=0.1)
-    assert side == 96 and (x1, y1) == (92, 32)  # 80 * 1.2, centred on (140, 80)
-    crop, g = crop_part(frame, (100, 50, 180, 110), size=96, pad=0.1)
-    assert not g.cut and crop.shape == (96, 96, 3)
-    assert np.array_equal(crop, frame[32:128, 92:188])
+def test_a_part_alarms_on_its_worst_crop_and_the_part_threshold_counts_parts() -> None:
+    from inspector.detect.anomaly_fit import worst_per_part
 
-
-def test_crop_of_a_part_cut_by_the_frame_edge() -> None:
-    frame = np.full((200, 300, 3), 7, np.uint8)
-    frame[:, :10] = 200  # a marker column at the left edge
-    crop, g = crop_part(frame, (0, 60, 40, 100), size=60, pad=0.25)  # box touches x=0
-    assert g.cut and (g.x1, g.y1, g.side) == (-10, 50, 60)
-    assert (crop[:, :10] == FILL).all()  # beyond the frame: the letterbox grey
-    assert (crop[:, 10:20] == 200).all() and (crop[:, 20:] == 7).all()
-    assert box_touches_edge((0, 60, 40, 100), 300, 200, margin=4)
-    assert not box_touches_edge((100, 50, 180, 110), 300, 200, margin=4)
-    with pytest.raises(AnomalyError):
-        crop_geom((5, 5, 5, 9), pad=0.1)
+    # 100 good parts seen in 5 frames each; in frame i part k scores 100 i + k
+    parts = [(1, k) for k in range(100) for _ in range(5)]
+    scores = [100.0 * i + k for k in range(100) for i in range(5)]
+    worst = worst_per_part(scores, parts)
+    assert sorted(worst) == [400.0 + k for k in range(100)]
+    t = threshold_for(worst, 0.01)
+    alarmed = {p for p, s in zip(parts, scores, strict=True) if s > t}
+    assert alarmed == {(1, 99)}  # 1 % of the parts, however many crops each has
+    # a threshold at 1 % of the crops lets 5 crops over: 5 different parts here (5 %)
+    t_crop = threshold_for(scores, 0.01)
+    assert len({p for p, s in zip(parts, scores, strict=True) if s > t_crop}) == 5
 
 
 def test_coreset_covers_every_cluster_and_nn_distance_is_exact() -> None:

@@ -10,9 +10,15 @@ import numpy as np
 import pytest
 
 from inspector.config import ModelSettings
-from inspector.detect.model import Letterbox, OnnxRuntimeDetector, load_detector, resolve_model_path
+from inspector.detect.model import (
+    Letterbox,
+    OnnxRuntimeDetector,
+    decode_scale,
+    load_detector,
+    resolve_model_path,
+)
 from inspector.detect.train import default_config_dir, offline_ultralytics
-from inspector.detect.worker import decode_jpeg, decode_scale
+from inspector.detect.worker import decode_jpeg
 from inspector.events import Detection
 from inspector.sim import CLASS_NAMES, ConveyorScene, SceneConfig
 

@@ -17,9 +17,10 @@ from inspector.detect.model import (
     U8,
     Letterbox,
     OnnxRuntimeDetector,
+    decode_scale,
     load_detector,
 )
-from inspector.detect.worker import decode_jpeg, decode_scale
+from inspector.detect.worker import decode_jpeg
 from inspector.events import Box, Detection
 from inspector.sim import ConveyorScene, SceneConfig
 

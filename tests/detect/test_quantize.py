@@ -13,8 +13,12 @@ import pytest
 
 from inspector.config import ModelSettings
 from inspector.detect import quantize as qz
-from inspector.detect.model import OnnxRuntimeDetector, load_detector, resolve_model_path
-from inspector.detect.worker import decode_scale
+from inspector.detect.model import (
+    OnnxRuntimeDetector,
+    decode_scale,
+    load_detector,
+    resolve_model_path,
+)
 from inspector.events import Box
 
 

@@ -57,3 +57,25 @@ def test_finding_on_the_wrong_part_does_not_count() -> None:
 def test_faults_are_counted_apart() -> None:
     s = run(lambda t: ("FAULT", []))
     assert s.faults > 0 and s.frames.positives == 0 and s.frames.negatives == 0
+
+
+def test_per_class_part_recall_counts_each_class_its_parts() -> None:
+    perfect = run(lambda t: ("FAIL", defect_boxes(t)) if defect_boxes(t) else ("PASS", []))
+    assert perfect.classes and all(r.recall == 1.0 for r in perfect.classes.values())
+    # every defective part carries at least one class; a part may carry several
+    assert sum(r.positives for r in perfect.classes.values()) >= perfect.parts.positives
+
+    # a judge that sees one class only: its parts are all caught; parts of the other
+    # classes only when they carry that one too
+    seen = sorted(perfect.classes)[0]
+
+    def one_class(t):  # type: ignore[no-untyped-def]
+        boxes = [
+            tuple(float(v) for v in o.box) for p in t.parts for o in p.objects if o.cls == seen
+        ]
+        return ("FAIL", boxes) if boxes else ("PASS", [])
+
+    d = run(one_class).as_dict()["per_class_part_recall"]
+    assert d[seen]["parts"] > 0 and d[seen]["recall"] == 1.0
+    others = [c for c in d if c != seen]
+    assert others and any(d[c]["recall"] < 1.0 for c in others)

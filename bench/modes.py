@@ -1,0 +1,66 @@
+"""Part 10: what each inspection mode costs per frame (issue 13's 2x budget).
+
+One process, the worker's own path for a batch of 8 frames: JPEG decode at the scale the
+mode needs (reduced for ``frame``, full for ``parts`` and ``tiles``), then the line's
+detector (``detect.regions``). Frames are the simulated line's at the demo's defect
+rate, so the number of parts per frame is the demo's. ONNX Runtime on every core.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.common import timed_calls
+from inspector.config import InspectionSettings, ModelSettings
+from inspector.detect.model import Detector, input_scale, load_detector
+from inspector.detect.regions import RegionDetector, load_region_detector
+from inspector.detect.worker import decode_jpeg
+
+BATCH = 8
+MODES = ("frame", "parts", "tiles")
+
+
+def part10_modes(jpegs: list[bytes], seconds: float, region_model: str) -> dict[str, Any]:
+    model = ModelSettings(device="cpu", backend="onnxruntime", conf=0.1)
+    frame = load_detector(model)
+    out: dict[str, Any] = {"batch": BATCH, "region_model": region_model}
+    for mode in MODES:
+        st = InspectionSettings(mode=mode, region_model=region_model)
+        out[mode] = _measure(load_region_detector(frame, model, st), jpegs, seconds)
+    base = out["frame"]["ms_per_frame"]
+    for mode in MODES:
+        out[mode]["cost_vs_frame"] = round(out[mode]["ms_per_frame"] / base, 2)
+    out["what"] = (
+        f"per frame, decode + detect, batches of {BATCH} simulated 1280x720 q85 frames "
+        "(demo defect rate), one process, ONNX Runtime on every core"
+    )
+    return out
+
+
+def _measure(det: Detector, jpegs: list[bytes], seconds: float) -> dict[str, Any]:
+    scale = input_scale(det, 1280, 720)
+    k = 0
+
+    def batch() -> None:
+        nonlocal k
+        imgs = []
+        for _ in range(BATCH):
+            img = decode_jpeg(jpegs[k % len(jpegs)], scale)
+            assert img is not None
+            imgs.append(img)
+            k += 1
+        det.detect(imgs)
+
+    n, el = timed_calls(batch, seconds, warmup=2)
+    frames = n * BATCH
+    regions = 0
+    if isinstance(det, RegionDetector):  # regions per frame over the unique frames, untimed
+        for start in range(0, len(jpegs), BATCH):
+            det.detect([decode_jpeg(j, scale) for j in jpegs[start : start + BATCH]])  # type: ignore[misc]
+            regions += det.last_regions
+    return {
+        "ms_per_frame": round(el / frames * 1000, 2),
+        "fps": round(frames / el, 1),
+        "decode_scale": scale,
+        "regions_per_frame": round(regions / len(jpegs), 2) if regions else None,
+    }
