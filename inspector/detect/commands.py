@@ -183,6 +183,12 @@ def evaluate_cmd(
     region_model: str | None = typer.Option(
         None, "--region-model", help="Region model for parts / tiles (default: the line's)."
     ),
+    imgsz: int | None = typer.Option(
+        None, "--imgsz", help="The frame model's input size (default: the config's)."
+    ),
+    min_confidence: float | None = typer.Option(
+        None, "--min-confidence", help="One min_confidence for every failing class."
+    ),
 ) -> None:
     """Score a model + line rules on a held-out simulated run (per-frame and per-part)."""
     import json
@@ -193,6 +199,15 @@ def evaluate_cmd(
     cfg = load_or_exit(config)
     ln = cfg.line(line) if line else cfg.lines[0]
     settings = cfg.model if model is None else cfg.model.model_copy(update={"path": model})
+    if imgsz is not None:
+        settings = settings.model_copy(update={"imgsz": imgsz})
+    rules = ln.rules
+    if min_confidence is not None:
+        classes = {
+            name: r.model_copy(update={"min_confidence": min_confidence}) if r.fail else r
+            for name, r in rules.classes.items()
+        }
+        rules = rules.model_copy(update={"classes": classes})
     overrides: dict[str, str] = {}
     if mode is not None:
         if mode not in ("frame", "parts", "tiles"):
@@ -202,9 +217,7 @@ def evaluate_cmd(
         overrides["region_model"] = region_model
     inspection = ln.inspection.model_copy(update=overrides)
     if sweep_thresholds:
-        rows = sweep(
-            settings, ln.rules, seconds=seconds, sample_fps=sample_fps, inspection=inspection
-        )
+        rows = sweep(settings, rules, seconds=seconds, sample_fps=sample_fps, inspection=inspection)
         for row in rows:
             pp, pf = row["per_part"], row["per_frame"]
             typer.echo(
@@ -215,7 +228,7 @@ def evaluate_cmd(
         return
     result = evaluate(
         settings,
-        ln.rules,
+        rules,
         seeds=tuple(int(s) for s in seeds.split(",")),
         seconds=seconds,
         sample_fps=sample_fps,

@@ -19,10 +19,9 @@ from typing import Any
 
 import cv2
 import numpy as np
-import orjson
-import yaml
 
 from inspector.detect.crops import crop_part
+from inspector.sim.dataset import write_data_yaml
 from inspector.sim.scene import ConveyorScene, SceneConfig
 from inspector.sim.truth import CLASS_NAMES, GENERATOR_VERSION, FrameTruth
 
@@ -72,6 +71,10 @@ def crop_labels(
     return jbox, rows
 
 
+def _clips(n_frames: int) -> int:
+    return max(2, math.ceil(n_frames / _FRAMES_PER_CLIP))
+
+
 def _write_split(
     out: Path,
     split: str,
@@ -88,8 +91,7 @@ def _write_split(
     img_dir.mkdir(parents=True, exist_ok=True)
     lbl_dir.mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []
-    n_clips = max(2, math.ceil(n_frames / _FRAMES_PER_CLIP))
-    for c in range(n_clips):
+    for c in range(_clips(n_frames)):
         scene = ConveyorScene(
             SceneConfig(
                 seed=base_seed + c,
@@ -144,8 +146,12 @@ def write_crop_dataset(
     jpeg_quality: int = 85,
 ) -> Path:
     """Write ``images/``, ``labels/``, ``data.yaml`` and ``manifest.json``; return data.yaml."""
-    if seed * 10000 + 5000 + n_val_frames >= 7000 and seed * 10000 < 10000:
-        raise ValueError("crop dataset seeds would overlap the evaluation seeds 7000-9999")
+    clip_seeds = [
+        *range(seed * 10000, seed * 10000 + _clips(n_train_frames)),
+        *range(seed * 10000 + 5000, seed * 10000 + 5000 + _clips(n_val_frames)),
+    ]
+    if any(7000 <= s < 10000 for s in clip_seeds):
+        raise ValueError(f"seed {seed}: clips would reuse the evaluation seeds 7000-9999")
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, 11])
@@ -180,18 +186,7 @@ def write_crop_dataset(
         jpeg_quality,
         rng,
     )
-    data = {
-        "path": str(out),
-        "train": "images/train",
-        "val": "images/val",
-        "nc": len(CLASS_NAMES),
-        "names": dict(enumerate(CLASS_NAMES)),
-        "generator_version": GENERATOR_VERSION,
-        "crop": manifest["crop"],
-    }
-    data_yaml = out / "data.yaml"
-    data_yaml.write_text(yaml.safe_dump(data, sort_keys=False))
-    (out / "manifest.json").write_bytes(orjson.dumps(manifest))
+    data_yaml = write_data_yaml(out, manifest, crop=manifest["crop"])
     n_tr, n_va = len(manifest["train"]), len(manifest["val"])
     print(f"crop dataset: {n_tr}+{n_va} crops in {time.time() - t0:.0f}s at {out}", flush=True)
     return data_yaml

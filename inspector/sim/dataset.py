@@ -20,7 +20,7 @@ import yaml
 from inspector.sim.scene import ConveyorScene, SceneConfig
 from inspector.sim.truth import CLASS_NAMES, GENERATOR_VERSION, FrameTruth
 
-__all__ = ["write_yolo_dataset", "yolo_label_lines"]
+__all__ = ["write_data_yaml", "write_yolo_dataset", "yolo_label_lines"]
 
 _IMAGES_PER_CLIP = 12  # consecutive frames are near-duplicates: take few per clip
 _PERIODS_S = (2.5, 3.25, 4.0)  # the longest leaves gaps of empty belt between parts
@@ -136,6 +136,12 @@ def write_yolo_dataset(
     ):
         configs = _configs(base, n_clips, width, height, defect_rate)
         manifest[split] = _write_split(out, split, n, configs, rng, empty_share)
+    return write_data_yaml(out, manifest)
+
+
+def write_data_yaml(out: Path, manifest: dict[str, Any], **extra: Any) -> Path:
+    """Ultralytics' ``data.yaml`` (the simulator's classes, ``images/{train,val}``) and the
+    ``manifest.json`` beside it; returns the data.yaml."""
     data = {
         "path": str(out),
         "train": "images/train",
@@ -143,6 +149,7 @@ def write_yolo_dataset(
         "nc": len(CLASS_NAMES),
         "names": dict(enumerate(CLASS_NAMES)),
         "generator_version": GENERATOR_VERSION,
+        **extra,
     }
     data_yaml = out / "data.yaml"
     data_yaml.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -5,6 +5,7 @@ fake detectors (pure logic); the real models run in test_regions_models."""
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -297,3 +298,28 @@ def test_worker_decodes_a_parts_line_at_full_resolution_and_names_both_models() 
     finally:
         worker.infer_pool.shutdown()
         worker.prepare_pool.shutdown()
+
+
+def test_crop_dataset_is_reproducible_and_keeps_off_the_evaluation_seeds(tmp_path: Path) -> None:
+    import yaml
+
+    from inspector.detect.parts_data import write_crop_dataset
+
+    a = write_crop_dataset(tmp_path / "a", 12, 6, seed=2, size=160)
+    b = write_crop_dataset(tmp_path / "b", 12, 6, seed=2, size=160)
+    data = yaml.safe_load(a.read_text())
+    assert data["names"][0] == "part" and data["crop"]["size"] == 160
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.*"))
+    assert any(str(f).startswith("images/train") for f in files)
+    for f in files:
+        if f.suffix in (".jpg", ".txt"):
+            assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    assert b.exists()
+    labelled = [p for p in (tmp_path / "a" / "labels" / "train").glob("*.txt") if p.read_text()]
+    assert labelled  # every crop shows at least its part
+    for p in labelled:
+        for row in p.read_text().splitlines():
+            k, *xywh = row.split()
+            assert 0 <= int(k) < len(CLASS_NAMES) and all(0 <= float(v) <= 1 for v in xywh)
+    with pytest.raises(ValueError, match="evaluation seeds"):
+        write_crop_dataset(tmp_path / "c", 12, 20_010, seed=0)  # val clips 5000-7000
