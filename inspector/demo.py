@@ -746,6 +746,11 @@ def scorecard(
     return {
         "duration_s": round(elapsed, 1),
         "cameras": len(fleet.camera_ids),
+        "inspection": {
+            ln.id: ln.inspection.mode
+            + ("" if ln.inspection.mode == "frame" else f" ({ln.inspection.region_model})")
+            for ln in cfg.lines
+        },
         "frames_captured": count_topic(cfg, cfg.topics.frames),
         "frames_dropped": int(ingest_metrics.get("inspector_frames_dropped_total", 0)),
         "frames_verdicted": len(verdicts),
@@ -781,6 +786,9 @@ def print_scorecard(card: dict[str, Any], echo: Any = print) -> None:
     echo("inspector demo scorecard")
     echo("========================")
     echo(f"duration            {card['duration_s']} s, {card['cameras']} cameras")
+    modes = card.get("inspection") or {}
+    if modes:
+        echo("inspection          " + ", ".join(f"{ln} {m}" for ln, m in modes.items()))
     echo(
         f"frames              captured {card['frames_captured']}, verdicted "
         f"{card['frames_verdicted']}, dropped {card['frames_dropped']}"

@@ -113,6 +113,23 @@ def render_card(c: dict[str, Any]) -> str:
             "Targets (issue 13): per-part recall ≥ 97 % at false-reject ≤ 1 %; per-frame ≥ 90 % "
             "at ≤ 1 %; every defect class ≥ 90 % per part.",
         ]
+    op = c.get("operating_point")
+    if op:
+        lines += [
+            "",
+            "## Operating point",
+            "",
+            f"min_confidence **{op['min_confidence']}** for every defect class: {op['why']}",
+            "",
+            "| min_confidence | per-part recall | per-part FRR | per-frame recall "
+            "| per-frame FRR |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['min_confidence']:.2f} | {_pct(r['part_recall'])} | {_pct(r['part_frr'])} | "
+            f"{_pct(r['frame_recall'])} | {_pct(r['frame_frr'])} |"
+            for r in op["sweep"]
+        ]
     if c.get("transfer_learning"):
         lines += ["", "## Transfer learning", "", str(c["transfer_learning"]) + "."]
     lines += _int8_section(c.get("int8"))
@@ -122,7 +139,8 @@ def render_card(c: dict[str, Any]) -> str:
         "## Reproduce",
         "",
         "```bash",
-        ("make model     # " if model_name == "defects-v1" else "") + str(c.get("command")),
+        {"defects-v1": "make model     # ", "defects-v2": "make model-v2  # "}.get(model_name, "")
+        + str(c.get("command")),
         "```",
         "",
         "Training is time-boxed (`--time-hours`); on a faster machine it runs more epochs",

@@ -186,6 +186,9 @@ def evaluate_cmd(
     imgsz: int | None = typer.Option(
         None, "--imgsz", help="The frame model's input size (default: the config's)."
     ),
+    crop_size: int | None = typer.Option(
+        None, "--crop-size", help="Crop / tile input size for parts / tiles (default: the line's)."
+    ),
     min_confidence: float | None = typer.Option(
         None, "--min-confidence", help="One min_confidence for every failing class."
     ),
@@ -216,6 +219,8 @@ def evaluate_cmd(
     if region_model is not None:
         overrides["region_model"] = region_model
     inspection = ln.inspection.model_copy(update=overrides)
+    if crop_size is not None:
+        inspection = inspection.model_copy(update={"crop_size": crop_size})
     if sweep_thresholds:
         rows = sweep(settings, rules, seconds=seconds, sample_fps=sample_fps, inspection=inspection)
         for row in rows:
@@ -234,7 +239,9 @@ def evaluate_cmd(
         sample_fps=sample_fps,
         inspection=inspection,
     )
-    result["rules_from"] = f"{config}#{ln.id}"
+    result["rules_from"] = f"{config}#{ln.id}" + (
+        "" if min_confidence is None else f", min_confidence {min_confidence:g} for every class"
+    )
     typer.echo(json.dumps(result, indent=2))
     if card is not None:
         from inspector.detect.card import render_card

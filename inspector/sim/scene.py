@@ -36,6 +36,7 @@ from inspector.sim.parts import (
     render_sprite,
 )
 from inspector.sim.truth import (
+    DEFECT_CLASSES,
     GENERATOR_VERSION,
     SURFACE_DEFECTS,
     Box,
@@ -333,6 +334,24 @@ class ConveyorScene:
                 )
             )
         return FrameTruth(index, self.width, self.height, tuple(parts))
+
+    def unlabelled_defects(self, frame_index: int) -> int:
+        """Defects with pixels in the frame that the truth does not label: on a part less
+        than half in view, or cut to less than half by the frame edge. A frame showing one
+        is neither clean nor defective for per-frame scoring (``sim.score``)."""
+        index = frame_index % self.n_frames
+        n = 0
+        for _, sprite, (ox, oy) in self._visible(index, frozenset()):
+            full, clipped = self._place(sprite.part_box, ox, oy)
+            part_frac = self._fraction(full, clipped)
+            for o in sprite.objects:
+                if o.cls not in DEFECT_CLASSES:
+                    continue
+                ofull, oclipped = self._place(o.box, ox, oy)
+                ofrac = self._fraction(ofull, oclipped)
+                if ofrac > 0 and (part_frac < 0.5 or ofrac < 0.5):
+                    n += 1
+        return n
 
     def novel_parts(self) -> frozenset[int]:
         """Ids of parts carrying the unlabelled novel defect (a burn): not in any truth."""

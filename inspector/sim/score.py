@@ -2,9 +2,12 @@
 
 Definitions (documented in the README):
 - A frame is *defective* when a part at least half in view shows a defect
-  (scratch, dent, stain, crack, missing_bolt). Frame recall = defective frames
-  judged FAIL / defective frames; frame false-reject rate = clean frames judged
-  FAIL / clean frames. FAULT frames are counted apart and excluded from both.
+  (scratch, dent, stain, crack, missing_bolt) at least half in view. It is *clean*
+  when no defect has a pixel in it; a frame that is neither (the only defects in view
+  are on a part mostly out of view, or cut by the frame edge) is *ambiguous*: counted
+  apart, it is neither a miss nor a false reject whatever the verdict. Frame recall =
+  defective frames judged FAIL / defective frames; frame false-reject rate = clean
+  frames judged FAIL / clean frames. FAULT frames are counted apart and excluded.
 - A *part instance* is one pass of a part under one camera (a looping clip repeats
   parts; each pass counts). It is judged from the sampled frames where it is fully
   in view: it fails when at least ``k`` of them carry a failing finding located on
@@ -63,6 +66,8 @@ class Score:
     frames: Rates = field(default_factory=Rates)
     parts: Rates = field(default_factory=Rates)
     faults: int = 0
+    ambiguous: int = 0
+    ambiguous_failed: int = 0
     unreadable: int = 0
     unknown_camera: int = 0
     missed_parts: list[str] = field(default_factory=list)
@@ -82,6 +87,8 @@ class Score:
                 for c, r in sorted(self.classes.items())
             },
             "fault_frames": self.faults,
+            "ambiguous_frames": self.ambiguous,
+            "ambiguous_frames_failed": self.ambiguous_failed,
             "frames_without_readable_code": self.unreadable,
             "frames_from_cameras_without_truth": self.unknown_camera,
         }
@@ -94,6 +101,10 @@ def _scene(config_items: tuple[tuple[str, Any], ...]) -> ConveyorScene:
 
 def frame_truth(clip: ClipTruth, index: int) -> FrameTruth:
     return _scene(tuple(sorted(clip.config.items()))).truth(index)
+
+
+def unlabelled_defects(clip: ClipTruth, index: int) -> int:
+    return _scene(tuple(sorted(clip.config.items()))).unlabelled_defects(index)
 
 
 def _inside(
@@ -136,6 +147,9 @@ def score(frames: Iterable[JudgedFrame], clips: dict[str, ClipTruth], k: int = 1
             if positive:
                 out.frames.positives += 1
                 out.frames.true_pos += failed
+            elif unlabelled_defects(clip, f.frame_index):
+                out.ambiguous += 1
+                out.ambiguous_failed += failed
             else:
                 out.frames.negatives += 1
                 out.frames.false_pos += failed

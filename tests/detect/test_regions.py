@@ -323,3 +323,65 @@ def test_crop_dataset_is_reproducible_and_keeps_off_the_evaluation_seeds(tmp_pat
             assert 0 <= int(k) < len(CLASS_NAMES) and all(0 <= float(v) <= 1 for v in xywh)
     with pytest.raises(ValueError, match="evaluation seeds"):
         write_crop_dataset(tmp_path / "c", 12, 20_010, seed=0)  # val clips 5000-7000
+
+
+def test_region_model_onnx_matches_its_pytorch_weights_on_part_crops() -> None:
+    """defects-v2 as the worker runs it (our ONNX Runtime path) against Ultralytics'
+    own predict on the shipped .pt, on 320 px part crops of held-out simulated frames."""
+    from typing import cast
+
+    import cv2
+    from torch import Tensor
+    from ultralytics.engine.results import Results
+
+    from inspector.config import ModelSettings
+    from inspector.detect.model import load_detector, resolve_model_path
+    from inspector.detect.train import default_config_dir, offline_ultralytics
+
+    offline_ultralytics(default_config_dir())
+    from ultralytics import YOLO
+
+    ours = load_detector(ModelSettings(path="builtin:defects-v2", device="cpu", conf=0.25))
+    path, _ = resolve_model_path("builtin:defects-v2")
+    yolo = YOLO(str(path.with_suffix(".pt")), task="detect")
+    crops = []
+    for seed in (31, 32):
+        scene = ConveyorScene(SceneConfig(seed=seed, defect_rate=0.8, clip_seconds=16))
+        for i in range(0, scene.n_frames, 12):
+            img, truth = scene.render(i)
+            frame = cv2.imdecode(cv2.imencode(".jpg", img)[1], cv2.IMREAD_COLOR)
+            for p in truth.parts:
+                crops.append(crop_part(frame, tuple(map(float, p.box)), 320, 0.08)[0])  # type: ignore[arg-type]
+    assert len(crops) >= 16
+    matched = 0
+    for start in range(0, len(crops), 8):
+        chunk = crops[start : start + 8]
+        mine = ours.detect(chunk)
+        theirs = cast(
+            list[Results],
+            yolo.predict(chunk, imgsz=320, conf=0.25, iou=0.45, verbose=False, device="cpu"),
+        )
+        for o, r in zip(mine, theirs, strict=True):
+            assert r.boxes is not None
+            xyxy, conf, cls = (
+                cast(Tensor, x).numpy() for x in (r.boxes.xyxy, r.boxes.conf, r.boxes.cls)
+            )
+            for b, s, c in zip(xyxy, conf, cls, strict=True):
+                same = [
+                    d
+                    for d in o
+                    if d.cls == r.names[int(c)]
+                    and max(
+                        abs(d.box.x1 - b[0]),
+                        abs(d.box.y1 - b[1]),
+                        abs(d.box.x2 - b[2]),
+                        abs(d.box.y2 - b[3]),
+                    )
+                    <= 1.5
+                    and abs(d.score - float(s)) <= 0.02
+                ]
+                if same:
+                    matched += 1
+                else:  # only a detection right at the floor may fall on one side only
+                    assert abs(float(s) - 0.25) < 0.02, (r.names[int(c)], float(s), b, o)
+    assert matched >= 16, matched

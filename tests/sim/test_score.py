@@ -79,3 +79,23 @@ def test_per_class_part_recall_counts_each_class_its_parts() -> None:
     assert d[seen]["parts"] > 0 and d[seen]["recall"] == 1.0
     others = [c for c in d if c != seen]
     assert others and any(d[c]["recall"] < 1.0 for c in others)
+
+
+def test_frames_showing_only_unlabelled_defects_are_neither_clean_nor_defective() -> None:
+    scene = ConveyorScene(
+        SceneConfig(seed=5, width=640, height=360, defect_rate=0.5, clip_seconds=20)
+    )
+    ambiguous = [i for i in range(0, scene.config.n_frames, 3) if scene.unlabelled_defects(i)]
+    assert ambiguous, "the clip has parts entering and leaving with defects"
+
+    # a judge that fails every frame with any defect pixel in it: no false reject
+    def sees_everything(t):  # type: ignore[no-untyped-def]
+        if defect_boxes(t):
+            return ("FAIL", defect_boxes(t))
+        return ("FAIL", [None]) if scene.unlabelled_defects(t.frame_index) else ("PASS", [])
+
+    s = run(sees_everything)
+    assert s.frames.false_reject_rate == 0.0 and s.frames.recall == 1.0
+    assert s.ambiguous > 0 and s.ambiguous_failed == s.ambiguous
+    judged = 2 * len(range(0, scene.config.n_frames, 3))  # two loops of the clip
+    assert s.ambiguous + s.frames.positives + s.frames.negatives == judged
