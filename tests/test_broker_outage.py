@@ -23,7 +23,7 @@ from inspector.config import PlantConfig
 from inspector.events import LineCommand, VerdictEvent, decode, decode_frame
 from inspector.localstack import broker_choice, free_port, start_apache_kafka
 from inspector.observe.feed import group_lag
-from tests.detect.conftest import demo_plant
+from tests.detect.conftest import demo_plant, frame_mode_rules
 from tests.helpers import create_topics, read, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.model, pytest.mark.slow]
@@ -76,7 +76,7 @@ def test_broker_down_30s_under_a_running_plant(
                             "height": 360,
                         }
                     ],
-                    "rules": demo_plant()["lines"][0]["rules"],
+                    "rules": frame_mode_rules(),
                 }
             ],
             models=demo_plant()["models"],

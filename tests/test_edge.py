@@ -333,7 +333,7 @@ def test_the_group_judges_frames_and_survives_a_killed_worker(
     from inspector.localstack import free_port
     from inspector.sim import SceneConfig, SimCameraFleet
     from tests.act.support import write_config
-    from tests.detect.conftest import demo_plant
+    from tests.detect.conftest import demo_plant, frame_mode_rules
     from tests.helpers import create_topics, read, wait_for
 
     fleet = SimCameraFleet(
@@ -354,7 +354,7 @@ def test_the_group_judges_frames_and_survives_a_killed_worker(
                         "height": 360,
                     }
                 ],
-                "rules": demo_plant()["lines"][0]["rules"],
+                "rules": frame_mode_rules(),
             }
         ],
         models=demo_plant()["models"],

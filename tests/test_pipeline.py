@@ -22,7 +22,7 @@ from inspector.config import PlantConfig
 from inspector.events import FrameMeta, LineCommand, VerdictEvent, decode, decode_frame
 from inspector.localstack import free_port
 from inspector.telemetry.tracing import trace_id, traceparent_from_headers
-from tests.detect.conftest import demo_plant
+from tests.detect.conftest import demo_plant, frame_mode_rules
 from tests.helpers import create_topics, read, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.model, pytest.mark.slow]
@@ -61,7 +61,7 @@ def mini_plant(make_config: Callable[..., PlantConfig]) -> Any:
                         "height": 360,
                     }
                 ],
-                "rules": demo_plant()["lines"][0]["rules"],
+                "rules": frame_mode_rules(),
             }
         ],
         models=demo_plant()["models"],

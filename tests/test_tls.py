@@ -406,7 +406,7 @@ def test_no_secret_in_logs_metrics_events_redis_or_argv_of_a_tls_plant(
     import signal
 
     from inspector.sim import SceneConfig, SimCameraFleet
-    from tests.detect.conftest import demo_plant
+    from tests.detect.conftest import demo_plant, frame_mode_rules
     from tests.helpers import read, wait_for
 
     mark = uuid.uuid4().hex[:12]
@@ -459,7 +459,7 @@ def test_no_secret_in_logs_metrics_events_redis_or_argv_of_a_tls_plant(
                                 "height": 360,
                             }
                         ],
-                        "rules": demo_plant()["lines"][0]["rules"],
+                        "rules": frame_mode_rules(),
                     }
                 ],
                 "models": demo_plant()["models"],

@@ -29,7 +29,7 @@ from inspector.detect.model import Detector
 from inspector.detect.worker import DetectWorker, decode_frame_message
 from inspector.events import FrameMeta, encode_frame
 from tests.conftest import base_config_dict, deep_merge
-from tests.detect.conftest import demo_plant
+from tests.detect.conftest import demo_plant, frame_mode_rules
 
 W, H = 640, 360
 
@@ -104,7 +104,7 @@ def config(redis_url: str) -> PlantConfig:
                 "cameras": [
                     {"id": "cam-1", "url": "rtsp://127.0.0.1:1/cam-1", "width": W, "height": H}
                 ],
-                "rules": demo_plant()["lines"][0]["rules"],
+                "rules": frame_mode_rules(),
             }
         ],
         "models": demo_plant()["models"],

@@ -29,7 +29,7 @@ from inspector.events import LineCommand, VerdictEvent, decode
 from inspector.faults import is_inspection_fault
 from inspector.localstack import ManagedProcess, broker_choice, free_port
 from tests.act.support import Collector, RunningAct
-from tests.detect.conftest import FramePublisher, H, W, demo_plant, detect_config
+from tests.detect.conftest import FramePublisher, H, W, detect_config, frame_mode_rules
 from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.model, pytest.mark.slow]
@@ -111,7 +111,7 @@ def longest_unjudged_run(frames: list[tuple[int, bool]]) -> int:
 def test_worker_sigkill_costs_at_most_two_seconds_and_never_stops_the_line(
     make_config: Callable[..., PlantConfig], sim_frames: list[np.ndarray], tmp_path: Path
 ) -> None:
-    rules = demo_plant()["lines"][0]["rules"]
+    rules = frame_mode_rules()
     cfg = detect_config(
         make_config,
         lines=[

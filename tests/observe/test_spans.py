@@ -22,7 +22,7 @@ from inspector.bus.kafka import Shutdown
 from inspector.config import PlantConfig
 from inspector.events import LineCommand, VerdictEvent, decode, decode_frame
 from inspector.telemetry import tracing
-from tests.detect.conftest import demo_plant
+from tests.detect.conftest import demo_plant, frame_mode_rules
 from tests.helpers import create_topics, read, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.model, pytest.mark.slow]
@@ -62,7 +62,7 @@ def traced_plant(make_config: Callable[..., PlantConfig]) -> Iterator[Any]:
                         "height": 360,
                     }
                 ],
-                "rules": demo_plant()["lines"][0]["rules"],
+                "rules": frame_mode_rules(),
             }
         ],
         models=demo_plant()["models"],
