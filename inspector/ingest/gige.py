@@ -35,6 +35,7 @@ import socket
 import struct
 import threading
 import time
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,9 @@ log = logging.getLogger(__name__)
 
 GVCP_PORT = 3956  # fixed by the GigE Vision standard
 ARAVIS_VERSION = "0.8"
+# A software trigger the camera answers with no frame (nor a damaged one) within this many
+# seconds is a part with no picture: counted as a drop (gige_trigger_no_frame), never silent.
+TRIGGER_ANSWER_S = 3.0
 INSTALL_HINT = "install Debian's gir1.2-aravis-0.8 and python3-gi (make setup does)"
 
 _aravis: Any = None
@@ -337,6 +341,7 @@ class GigECapture:
         self._drops: dict[str, int] = {}
         self._lost: str | None = None
         self._trigger_lock = threading.Lock()
+        self._triggers: deque[float] = deque()  # software triggers not yet answered
         self.teardown: threading.Thread | None = None
         device = cam.get_device()
         device.connect("control-lost", lambda *_: self._control_lost.set())
@@ -359,11 +364,13 @@ class GigECapture:
             if self._control_lost.is_set():
                 self._lost = "control lost (the camera stopped answering heartbeats)"
                 return False
+            self._expire_triggers()
             left_us = int((deadline - time.monotonic()) * 1e6)
             if left_us <= 0:
                 return False
             buf = self.stream.timeout_pop_buffer(left_us)
             if buf is None:
+                self._expire_triggers()
                 if not self.every_frame and self.address is not None:
                     # tell a dead camera from a hung one (or a stalled network)
                     why = gvcp_probe(self.address, 0.25)
@@ -375,8 +382,10 @@ class GigECapture:
             if status != ok_status:
                 name = str(status.value_nick).replace("-", "_")
                 self._drops[f"gige_{name}"] = self._drops.get(f"gige_{name}", 0) + 1
+                self._answer_trigger()  # its frame came, damaged: counted above
                 self.stream.push_buffer(buf)
                 continue
+            self._answer_trigger()
             self._buf = buf
             self._stamp(buf)
             return True
@@ -419,7 +428,32 @@ class GigECapture:
             return False
         with self._trigger_lock:
             self.cam.software_trigger()
+            self._triggers.append(time.monotonic())
         return True
+
+    def _answer_trigger(self) -> None:
+        with self._trigger_lock:
+            if self._triggers:
+                self._triggers.popleft()
+
+    def _expire_triggers(self) -> None:
+        """Software triggers the camera has not answered within TRIGGER_ANSWER_S: each
+        is a part without a frame (the command was acknowledged, no image came)."""
+        if not self._triggers:
+            return
+        now = time.monotonic()
+        expired = 0
+        with self._trigger_lock:
+            while self._triggers and now - self._triggers[0] > TRIGGER_ANSWER_S:
+                self._triggers.popleft()
+                expired += 1
+        if expired:
+            key = "gige_trigger_no_frame"
+            self._drops[key] = self._drops.get(key, 0) + expired
+            log.warning(
+                "software trigger got no frame",
+                extra={"address": self.address, "triggers": expired, "after_s": TRIGGER_ANSWER_S},
+            )
 
     def release(self) -> None:
         """Stop acquiring, close the stream, give up control. Runs on its own thread: on a

@@ -39,6 +39,8 @@ W = H = 512  # the fake's sensor
 LOCK = "/tmp/inspector-gige-fake-camera.lock"
 # what a frame lost or damaged on the wire is counted as (Aravis' buffer status)
 UDP_LOSS = {"gige_missing_packets", "gige_timeout", "gige_wrong_packet_id"}
+# ... and what a software trigger the camera never answered is counted as
+TRIGGER_LOSS = UDP_LOSS | {"gige_trigger_no_frame"}
 
 
 class FakeCamera:
@@ -226,7 +228,8 @@ def test_software_trigger_delivers_exactly_the_triggered_frames(
 
         def accounted() -> int:
             # a triggered frame is grabbed, or counted as dropped with the stream's reason
-            # (GVSP is UDP: on a loaded box an incomplete frame is a drop, never silent)
+            # (GVSP is UDP: on a loaded box an incomplete frame is a drop, never silent),
+            # or as gige_trigger_no_frame when no frame at all answered the trigger
             gige_drops = sum(v for k, v in reader.stats.drops.items() if k.startswith("gige_"))
             return reader.stats.frames_grabbed + gige_drops
 
@@ -312,8 +315,8 @@ def test_part_triggers_fire_a_software_triggered_camera_one_tagged_frame_each(
         seen = reader._last_frame_mono
         wait_for(lambda: reader._last_frame_mono > seen, 5, "an idle check after the last")
         assert reader.stats.frames_grabbed + lost() == n, state(n)  # nothing more, none silent
-        assert set(reader.stats.drops) <= UDP_LOSS, state(n)
-        assert len(expected) >= n - 1, state(n)  # at most one lost to UDP in a run
+        assert set(reader.stats.drops) <= TRIGGER_LOSS, state(n)
+        assert len(expected) >= n - 1, state(n)  # at most one lost in a run
     parts = [m.part_id for m, _, _ in sorted(col.frames("gige-1"), key=lambda f: f[0].seq)]
     assert parts == expected  # each frame tagged with the part that triggered it
 
@@ -412,3 +415,41 @@ def test_gige_config_is_strict() -> None:
     for b in bad:
         with pytest.raises(ValidationError):
             CameraSettings(**b)
+
+
+def test_a_software_trigger_answered_by_no_frame_is_a_counted_drop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each software trigger is answered by one buffer (a frame, or a damaged one counted
+    with its status); one the camera never answers is counted as gige_trigger_no_frame
+    once TRIGGER_ANSWER_S has passed, never silently forgotten (pure logic, no camera)."""
+    import collections
+    import threading
+
+    from inspector.ingest import gige
+
+    monkeypatch.setattr(gige, "TRIGGER_ANSWER_S", 0.05)
+
+    class Cam:
+        fired = 0
+
+        def software_trigger(self) -> None:
+            self.fired += 1
+
+    cap = object.__new__(gige.GigECapture)
+    cap.cam, cap.triggered, cap.address = Cam(), "software", None
+    cap._trigger_lock, cap._triggers, cap._drops = threading.Lock(), collections.deque(), {}
+    assert cap.software_trigger() and cap.software_trigger() and cap.software_trigger()
+    assert cap.cam.fired == 3
+    cap._answer_trigger()  # a frame for the first
+    cap._answer_trigger()  # a damaged frame for the second (its status is counted apart)
+    cap._expire_triggers()
+    assert cap.take_drops() == {}  # the third is not overdue yet
+    time.sleep(0.1)
+    cap._expire_triggers()
+    assert cap.take_drops() == {"gige_trigger_no_frame": 1}
+    cap._expire_triggers()
+    assert cap.take_drops() == {}  # counted once
+    free = object.__new__(gige.GigECapture)
+    free.triggered = "free_run"
+    assert free.software_trigger() is False
