@@ -157,7 +157,33 @@ def finish(best: Path, data_yaml: Path, out_dir: Path, *, imgsz: int) -> TrainRe
     if exported != onnx:
         shutil.move(str(exported), onnx)
     portable_description(onnx, data_yaml)
+    portable_checkpoint(pt)
     return TrainResult(pt=pt, onnx=onnx, metrics=metrics)
+
+
+def portable_checkpoint(pt: Path) -> None:
+    """Ultralytics pickles the training machine's paths into a checkpoint (its data file,
+    run directory and git checkout): a shipped model keeps only their last component.
+    The weights are untouched."""
+    import torch
+
+    ckpt = torch.load(str(pt), map_location="cpu", weights_only=False)
+
+    def strip(d: dict[str, Any]) -> None:
+        for k, v in d.items():
+            if isinstance(v, str) and os.path.isabs(v):
+                d[k] = Path(v).name
+            elif isinstance(v, dict):
+                strip(v)
+
+    for key in ("train_args", "git"):
+        if isinstance(ckpt.get(key), dict):
+            strip(ckpt[key])
+    for key in ("model", "ema"):  # the models carry the training arguments too
+        args = getattr(ckpt.get(key), "args", None)
+        if isinstance(args, dict):
+            strip(args)
+    torch.save(ckpt, str(pt))
 
 
 def portable_description(onnx_path: Path, data_yaml: Path) -> None:

@@ -63,3 +63,30 @@ def test_shipped_models_carry_no_training_machine_paths(tmp_path: Path) -> None:
     portable_description(tmp_path / "m.onnx", data)
     props = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
     assert props["description"] == "YOLOv8n model trained on data.yaml"
+
+
+def test_shipped_checkpoints_carry_no_training_machine_paths(tmp_path: Path) -> None:
+    """A shipped .pt pickles no absolute path (data file, run directory, git checkout) and
+    its card's sha256 matches; the recipe's portable_checkpoint strips them."""
+    import torch
+
+    from inspector.detect.model import sha256_of
+    from inspector.detect.train import portable_checkpoint
+
+    for path in sorted(BUILTIN_MODELS.glob("*/*.pt")):
+        raw = path.read_bytes()
+        for root in (b"/work/", b"/root/", b"/home/", b"/tmp/"):
+            assert root not in raw, (path, root)
+        card = json.loads((path.parent / "card.json").read_text())
+        if path.name in card.get("sha256", {}):
+            assert card["sha256"][path.name] == sha256_of(path), path
+
+    from types import SimpleNamespace
+
+    model = SimpleNamespace(args={"data": "/srv/train/data.yaml", "imgsz": 320})
+    pt = tmp_path / "m.pt"
+    torch.save({"train_args": {"project": "/srv/run", "nested": {"p": "/a/b"}}, "model": model}, pt)
+    portable_checkpoint(pt)
+    ck = torch.load(str(pt), weights_only=False)
+    assert ck["train_args"] == {"project": "run", "nested": {"p": "b"}}
+    assert ck["model"].args == {"data": "data.yaml", "imgsz": 320}
