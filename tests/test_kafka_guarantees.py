@@ -10,9 +10,8 @@ from typing import cast
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-from inspector.act.state import line_counters
 from inspector.bus.kafka import make_consumer, make_producer
-from inspector.bus.store import connect
+from inspector.bus.store import connect, line_counters
 from inspector.config import PlantConfig
 from inspector.events import LineCommand, VerdictEvent, encode
 from inspector.observe.feed import TopicReader

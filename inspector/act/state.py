@@ -10,34 +10,19 @@ Action records (``act:rec:<workflow>:<verdict>``) move pending → done:
   the broker ack and the done-mark gives at most a duplicate that downstream recognises.
 - done: the side effect was acknowledged; a redelivery only records ``suppressed_dedup``.
 
-Key layout (``<p>`` = ``redis.key_prefix``)::
-
-    <p>:act:rec:<wf>:<verdict_id>      STRING json record, TTL act.dedup_ttl_s
-    <p>:act:debounce:<wf>:<line>:<part> STRING verdict id, TTL debounce_s
-    <p>:act:window:<wf>:<line>         ZSET verdict id → captured_at (sliding window;
-                                       degraded: inspection FAULTs)
-    <p>:act:faults:<wf>:<line>         SET verdict ids of the current product-FAULT streak
-    <p>:act:episode:<wf>:<line>        STRING json open stop / manual-inspection episode
-                                       (until resume)
-    <p>:act:counters:<line>            HASH pass / fail / fault
-    <p>:act:counted                    HASH "<topic>:<partition>" → last counted offset
-    <p>:act:outbox                     ZSET delivery id → next attempt (epoch ms)
-    <p>:act:delivery:<id>              HASH a queued webhook delivery
-    <p>:act:bridge:<target>:<command>  STRING json outcome of a line command at a bridge
-                                       target (delivered / failed / given_up), TTL
-                                       act.dedup_ttl_s
+Key layout: ``ActKeys`` in :mod:`inspector.bus.store` (one definition of every Redis key).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import redis
 
+from inspector.bus.store import ActKeys as Keys
 from inspector.bus.store import StoreRejected, StoreUnavailable, record_fault
 
 
@@ -54,43 +39,6 @@ def redis_errors(what: str) -> Iterator[None]:
         raise StoreUnavailable(
             f"Redis unavailable during {what}: {exc}; act pauses, offsets not committed"
         ) from None
-
-
-class Keys:
-    def __init__(self, prefix: str) -> None:
-        self.p = f"{prefix}:act"
-
-    def record(self, workflow: str, verdict_id: str) -> str:
-        return f"{self.p}:rec:{workflow}:{verdict_id}"
-
-    def debounce(self, workflow: str, line_id: str, part: str) -> str:
-        return f"{self.p}:debounce:{workflow}:{line_id}:{part}"
-
-    def window(self, workflow: str, line_id: str) -> str:
-        return f"{self.p}:window:{workflow}:{line_id}"
-
-    def faults(self, workflow: str, line_id: str) -> str:
-        return f"{self.p}:faults:{workflow}:{line_id}"
-
-    def episode(self, workflow: str, line_id: str) -> str:
-        return f"{self.p}:episode:{workflow}:{line_id}"
-
-    def counters(self, line_id: str) -> str:
-        return f"{self.p}:counters:{line_id}"
-
-    @property
-    def counted(self) -> str:
-        return f"{self.p}:counted"
-
-    @property
-    def outbox(self) -> str:
-        return f"{self.p}:outbox"
-
-    def delivery(self, delivery_id: str) -> str:
-        return f"{self.p}:delivery:{delivery_id}"
-
-    def bridged(self, target: str, command_id: str) -> str:
-        return f"{self.p}:bridge:{target}:{command_id}"
 
 
 # --------------------------------------------------------------------------- scripts
@@ -275,39 +223,6 @@ def parse_record(raw: Any) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- readers
-
-
-@dataclass(frozen=True)
-class LineCounters:
-    line_id: str
-    passed: int
-    failed: int
-    faults: int
-
-    @property
-    def judged(self) -> int:
-        return self.passed + self.failed
-
-    @property
-    def total(self) -> int:
-        return self.passed + self.failed + self.faults
-
-    @property
-    def yield_ratio(self) -> float | None:
-        """PASS / (PASS + FAIL); a FAULT says nothing about the part, so it is left out."""
-        return self.passed / self.judged if self.judged else None
-
-
-def line_counters(client: redis.Redis, prefix: str, line_id: str) -> LineCounters:
-    """Verdict counts of one line since the counters were last reset (status CLI, dashboard)."""
-    with redis_errors("reading line counters"):
-        raw: dict[bytes, bytes] = client.hgetall(Keys(prefix).counters(line_id))  # type: ignore[assignment]
-    return LineCounters(
-        line_id=line_id,
-        passed=int(raw.get(b"pass", 0)),
-        failed=int(raw.get(b"fail", 0)),
-        faults=int(raw.get(b"fault", 0)),
-    )
 
 
 def open_episodes(

@@ -1,4 +1,5 @@
-"""Redis: the claim-check frame store and the dedup helper.
+"""Redis: the claim-check frame store, the dedup helper, and the act stage's keys and
+counters (one definition of each key; ``inspector status`` reads the counters here).
 
 Frame bytes live under ``<prefix>:frame:<frame_id>`` with a TTL; Kafka carries only
 the key. With encryption at rest configured (:mod:`inspector.bus.crypto`) the bytes are
@@ -10,6 +11,7 @@ unreachable Redis is a *fact about the system*, which pauses the consumer instea
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -242,3 +244,96 @@ class Dedup:
             self.client.delete(self.key(name))
         except redis.RedisError as exc:
             raise StoreUnavailable(f"Redis dedup failed: {exc}") from None
+
+
+# --------------------------------------------------------------------------- act's keys
+
+
+class ActKeys:
+    """The act stage's Redis keys (``<p>`` = ``redis.key_prefix``)::
+
+    <p>:act:rec:<wf>:<verdict_id>      STRING json record, TTL act.dedup_ttl_s
+    <p>:act:debounce:<wf>:<line>:<part> STRING verdict id, TTL debounce_s
+    <p>:act:window:<wf>:<line>         ZSET verdict id → captured_at (sliding window;
+                                       degraded: inspection FAULTs)
+    <p>:act:faults:<wf>:<line>         SET verdict ids of the current product-FAULT streak
+    <p>:act:episode:<wf>:<line>        STRING json open stop / manual-inspection episode
+                                       (until resume)
+    <p>:act:counters:<line>            HASH pass / fail / fault
+    <p>:act:counted                    HASH "<topic>:<partition>" → last counted offset
+    <p>:act:outbox                     ZSET delivery id → next attempt (epoch ms)
+    <p>:act:delivery:<id>              HASH a queued webhook delivery
+    <p>:act:bridge:<target>:<command>  STRING json outcome of a line command at a bridge
+                                       target (delivered / failed / given_up), TTL
+                                       act.dedup_ttl_s
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.p = f"{prefix}:act"
+
+    def record(self, workflow: str, verdict_id: str) -> str:
+        return f"{self.p}:rec:{workflow}:{verdict_id}"
+
+    def debounce(self, workflow: str, line_id: str, part: str) -> str:
+        return f"{self.p}:debounce:{workflow}:{line_id}:{part}"
+
+    def window(self, workflow: str, line_id: str) -> str:
+        return f"{self.p}:window:{workflow}:{line_id}"
+
+    def faults(self, workflow: str, line_id: str) -> str:
+        return f"{self.p}:faults:{workflow}:{line_id}"
+
+    def episode(self, workflow: str, line_id: str) -> str:
+        return f"{self.p}:episode:{workflow}:{line_id}"
+
+    def counters(self, line_id: str) -> str:
+        return f"{self.p}:counters:{line_id}"
+
+    @property
+    def counted(self) -> str:
+        return f"{self.p}:counted"
+
+    @property
+    def outbox(self) -> str:
+        return f"{self.p}:outbox"
+
+    def delivery(self, delivery_id: str) -> str:
+        return f"{self.p}:delivery:{delivery_id}"
+
+    def bridged(self, target: str, command_id: str) -> str:
+        return f"{self.p}:bridge:{target}:{command_id}"
+
+
+@dataclass(frozen=True)
+class LineCounters:
+    line_id: str
+    passed: int
+    failed: int
+    faults: int
+
+    @property
+    def judged(self) -> int:
+        return self.passed + self.failed
+
+    @property
+    def total(self) -> int:
+        return self.passed + self.failed + self.faults
+
+    @property
+    def yield_ratio(self) -> float | None:
+        """PASS / (PASS + FAIL); a FAULT says nothing about the part, so it is left out."""
+        return self.passed / self.judged if self.judged else None
+
+
+def line_counters(client: redis.Redis, prefix: str, line_id: str) -> LineCounters:
+    """Verdict counts of one line since the counters were last reset (status CLI, dashboard)."""
+    try:
+        raw: dict[bytes, bytes] = client.hgetall(ActKeys(prefix).counters(line_id))  # type: ignore[assignment]
+    except redis.RedisError as exc:
+        raise store_error("reading line counters", exc) from None
+    return LineCounters(
+        line_id=line_id,
+        passed=int(raw.get(b"pass", 0)),
+        failed=int(raw.get(b"fail", 0)),
+        faults=int(raw.get(b"fault", 0)),
+    )

@@ -49,8 +49,7 @@ def act_counters(cfg: PlantConfig) -> dict[str, dict[str, int]] | None:
     stage is installed and Redis answers; None otherwise. Shown next to today's counts,
     which come from the verdicts topic."""
     try:
-        from inspector.act.state import line_counters
-        from inspector.bus.store import connect
+        from inspector.bus.store import connect, line_counters
 
         client = connect(cfg.redis)
         try:

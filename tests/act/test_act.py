@@ -18,9 +18,9 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from typer.testing import CliRunner
 
 from inspector.act.mes_stub import MesStub
-from inspector.act.state import Keys, line_counters, open_episodes, outbox_size
+from inspector.act.state import Keys, open_episodes, outbox_size
 from inspector.act.workflows import ActEngine
-from inspector.bus.store import connect
+from inspector.bus.store import connect, line_counters
 from inspector.cli import app
 from inspector.config import PlantConfig
 from inspector.events import (

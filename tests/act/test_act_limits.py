@@ -19,7 +19,7 @@ import redis
 from redis._parsers.base import BaseParser
 
 from inspector.act.mes_stub import MesStub
-from inspector.act.state import Keys, line_counters
+from inspector.act.state import Keys
 from inspector.act.workflows import (
     NOTIFY_MAX_CHARS,
     TICKET_MAX_DEFECTS,
@@ -27,7 +27,7 @@ from inspector.act.workflows import (
     notify_text,
     ticket_body,
 )
-from inspector.bus.store import connect, record_fault
+from inspector.bus.store import connect, line_counters, record_fault
 from inspector.config import MesTicketWorkflow
 from inspector.events import (
     MAX_ITEMS,
