@@ -134,6 +134,9 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         None if cost is None else cost <= COST_TARGET,
         "x",
     )
+    ratios["parts, full-size locator + 320 px crops / frame mode"] = _get(
+        p, "10", "parts_full", "cost_vs_frame"
+    )
     ratios["tiles mode cost per frame / frame mode"] = _get(p, "10", "tiles", "cost_vs_frame")
     ratios["worker with hot swap / alone"] = _get(p, "8", "swap_fps_ratio")
     ratios["worker with shadow 25 % / alone"] = _get(p, "8", "shadow_fps_ratio")

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from bench.common import REPO, RESULTS, cores, servers, sim_jpegs
+from bench.common import DEMO_CONFIG, REPO, RESULTS, cores, servers, sim_jpegs
 
 PARTS = {
     1: "inference ceiling",
@@ -259,10 +259,10 @@ def main(argv: list[str] | None = None) -> int:
                 )
         if 10 in parts:
             from bench.modes import part10_modes
-            from inspector.config import InspectionSettings
+            from inspector.config import load_config
 
-            region = InspectionSettings().region_model
-            run_part(results, 10, lambda: part10_modes(jpegs, plan.modes_s, region), echo)
+            parts_st = load_config(DEMO_CONFIG).lines[0].inspection
+            run_part(results, 10, lambda: part10_modes(jpegs, plan.modes_s, parts_st), echo)
         if 7 in parts:
             from bench.memory import part7_memory
 

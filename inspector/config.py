@@ -53,6 +53,17 @@ def builtin_model_file(spec: str) -> Path | None:
     return BUILTIN_MODELS / spec.split(":", 1)[1] / "model.onnx"
 
 
+def int8_sibling(spec: str) -> str | None:
+    """The INT8 build beside a model's ONNX file (``model.onnx`` → ``model.int8.onnx``,
+    what ``inspector quantize`` writes) when that file exists; None otherwise."""
+    builtin = builtin_model_file(spec)
+    path = spec if builtin is None else str(builtin)
+    if not path.endswith(".onnx") or path.endswith(".int8.onnx"):
+        return None
+    candidate = path.removesuffix(".onnx") + ".int8.onnx"
+    return candidate if Path(candidate).is_file() else None
+
+
 ENV_PREFIX = "INSPECTOR__"
 Identifier = Annotated[
     str,
@@ -643,6 +654,15 @@ class InspectionSettings(Strict):
     )
     crop_size: int = Field(
         320, title="Crop / tile input size in pixels", ge=64, le=2048, multiple_of=32
+    )
+    locate_size: int | None = Field(
+        None,
+        title="Frame model's input size when it locates parts (parts)",
+        description="Parts are large: the locator can look at a smaller frame than frame "
+        "mode's detector does (224: ~0.6x its cost). None: the frame model's own imgsz.",
+        ge=64,
+        le=4096,
+        multiple_of=32,
     )
     pad: float = Field(0.08, title="Margin around a part's box, share of its side", ge=0, le=1)
     part_class: str = Field("part", title="Frame-model class that locates parts", min_length=1)
@@ -2149,3 +2169,26 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Plant
     except safeyaml.YamlError as exc:
         raise ConfigError(str(p), [str(exc)]) from None
     return parse_config(data, str(p), env)
+
+
+def int8_regions(cfg: PlantConfig) -> dict[str, str]:
+    """Line id → the INT8 build of its region model (parts / tiles lines whose region
+    model has one), when edge.int8 is auto."""
+    if cfg.edge.int8 == "off":
+        return {}
+    out = {}
+    for ln in cfg.lines:
+        if ln.inspection.mode != "frame" and (q := int8_sibling(ln.inspection.region_model)):
+            out[ln.id] = q
+    return out
+
+
+def use_int8_regions(cfg: PlantConfig) -> dict[str, str]:
+    """Point each parts / tiles line at its region model's INT8 build (``int8_regions``);
+    returns what changed. The config is frozen; its list of lines is not."""
+    swap = int8_regions(cfg)
+    for i, ln in enumerate(cfg.lines):
+        if ln.id in swap:
+            st = ln.inspection.model_copy(update={"region_model": swap[ln.id]})
+            cfg.lines[i] = ln.model_copy(update={"inspection": st})
+    return swap

@@ -404,3 +404,30 @@ def test_the_group_judges_frames_and_survives_a_killed_worker(
     assert not _children(edge.pid)
     text = (tmp_path / "edge.log").read_text()
     assert "child down; restarting" in text and "edge stopped" in text
+
+
+def test_parts_lines_use_the_int8_build_of_their_region_model_when_present(
+    make_config: Callable[..., PlantConfig], tmp_path: Path
+) -> None:
+    from inspector.config import InspectionSettings, int8_regions, use_int8_regions
+
+    region = tmp_path / "region.onnx"
+    region.write_bytes(b"x")
+    cfg = make_config(edge={"stages": ["worker"]})
+    parts = InspectionSettings(mode="parts", region_model=str(region))
+    cfg.lines[0] = cfg.lines[0].model_copy(update={"inspection": parts})
+    assert int8_regions(cfg) == {}
+    assert "--int8-regions" not in child_specs(cfg, tmp_path / "p.yaml", None)[0].argv
+    (tmp_path / "region.int8.onnx").write_bytes(b"x")
+    line = cfg.lines[0].id
+    assert int8_regions(cfg) == {line: str(tmp_path / "region.int8.onnx")}
+    assert "--int8-regions" in child_specs(cfg, tmp_path / "p.yaml", None)[0].argv
+    # the worker (--int8-regions) points the line at it; a frame-mode line is left alone
+    assert use_int8_regions(cfg) == {line: str(tmp_path / "region.int8.onnx")}
+    assert cfg.lines[0].inspection.region_model == str(tmp_path / "region.int8.onnx")
+    assert int8_regions(cfg) == {}  # already the INT8 build
+    frame = make_config(edge={"stages": ["worker"]})
+    assert use_int8_regions(frame) == {}
+    off = make_config(edge={"int8": "off"})
+    off.lines[0] = off.lines[0].model_copy(update={"inspection": parts})
+    assert int8_regions(off) == {}

@@ -96,7 +96,15 @@ def render_card(c: dict[str, Any]) -> str:
             f"{_pct(pp['false_reject_rate'])} |",
         ]
         if q.get("inspection"):
-            lines += ["", f"Inspection mode `{q['inspection']}` (model `{q.get('model')}`)."]
+            sizes = (
+                f", parts located at {q['locate_size']} px, crops of {q['crop_size']} px"
+                if q.get("crop_size")
+                else ""
+            )
+            lines += [
+                "",
+                f"Inspection mode `{q['inspection']}` (model `{q.get('model')}`{sizes}).",
+            ]
         per_class = q.get("per_class_part_recall") or {}
         if per_class:
             lines += [

@@ -169,7 +169,12 @@ def evaluate_cmd(
     line: str | None = typer.Option(None, "--line", help="Whose rules to apply (default: first)."),
     model: str | None = typer.Option(None, "--model", help="Model path (default: config's)."),
     seconds: float = typer.Option(120.0, "--seconds", help="Simulated seconds per seed."),
-    seeds: str = typer.Option("9001,9002,9003", "--seeds", help="Held-out scene seeds."),
+    seeds: str | None = typer.Option(
+        None,
+        "--seeds",
+        help="Scene seeds (default: held-out 9001,9002,9003; with --sweep the tuning "
+        "seeds 8001,8002).",
+    ),
     sample_fps: float = typer.Option(3.0, "--sample-fps"),
     card: Path | None = typer.Option(
         None, "--card", help="Model card JSON to record the result in (and MODEL_CARD.md)."
@@ -191,6 +196,9 @@ def evaluate_cmd(
     ),
     min_confidence: float | None = typer.Option(
         None, "--min-confidence", help="One min_confidence for every failing class."
+    ),
+    locate_size: int | None = typer.Option(
+        None, "--locate-size", help="The frame model's input size when it locates parts."
     ),
 ) -> None:
     """Score a model + line rules on a held-out simulated run (per-frame and per-part)."""
@@ -221,20 +229,34 @@ def evaluate_cmd(
     inspection = ln.inspection.model_copy(update=overrides)
     if crop_size is not None:
         inspection = inspection.model_copy(update={"crop_size": crop_size})
+    if locate_size is not None:
+        inspection = inspection.model_copy(update={"locate_size": locate_size})
     if sweep_thresholds:
-        rows = sweep(settings, rules, seconds=seconds, sample_fps=sample_fps, inspection=inspection)
+        tuning = (8001, 8002) if seeds is None else tuple(int(x) for x in seeds.split(","))
+        rows = sweep(
+            settings,
+            rules,
+            seeds=tuning,
+            seconds=seconds,
+            sample_fps=sample_fps,
+            inspection=inspection,
+        )
         for row in rows:
             pp, pf = row["per_part"], row["per_frame"]
             typer.echo(
                 f"min_conf {row['min_confidence']:.2f}  part recall {pp['recall']}  "
                 f"part FRR {pp['false_reject_rate']}  frame recall {pf['recall']}  "
-                f"frame FRR {pf['false_reject_rate']}"
+                f"frame FRR {pf['false_reject_rate']}  per class "
+                + " ".join(
+                    f"{c} {r['caught']}/{r['parts']}"
+                    for c, r in (row.get("per_class_part_recall") or {}).items()
+                )
             )
         return
     result = evaluate(
         settings,
         rules,
-        seeds=tuple(int(s) for s in seeds.split(",")),
+        seeds=(9001, 9002, 9003) if seeds is None else tuple(int(x) for x in seeds.split(",")),
         seconds=seconds,
         sample_fps=sample_fps,
         inspection=inspection,
@@ -264,9 +286,16 @@ def worker_cmd(
         help="Override the path of the worker's model (models[worker.model].path), e.g. "
         "its INT8 build; inspector edge passes it.",
     ),
+    int8_regions: bool = typer.Option(
+        False,
+        "--int8-regions",
+        help="Parts / tiles lines use the INT8 build beside their region model when it "
+        "exists (model.int8.onnx); inspector edge passes it.",
+    ),
 ) -> None:
     """Run a detection worker (one member of the consumer group)."""
     from inspector.commandline import load_or_exit, traces_or_exit
+    from inspector.config import use_int8_regions
     from inspector.detect.model import ModelError
     from inspector.detect.worker import run_worker
     from inspector.telemetry.logs import setup_logging
@@ -275,6 +304,8 @@ def worker_cmd(
     if model_path is not None:
         name = cfg.worker.model
         cfg.models[name] = cfg.models[name].model_copy(update={"path": model_path})
+    if int8_regions:
+        use_int8_regions(cfg)
     setup_logging("worker", cfg.observe.log_format)
     traces_or_exit(cfg, "worker")
     try:
@@ -433,6 +464,12 @@ def quantize_cmd(
     card: Path | None = typer.Option(
         None, "--card", help="Model card JSON to record the comparison in (and MODEL_CARD.md)."
     ),
+    region: bool = typer.Option(
+        False,
+        "--region",
+        help="Quantize the line's region model (parts / tiles mode) instead of the frame "
+        "model: calibrated on the crops the worker cuts, judged in the line's mode.",
+    ),
 ) -> None:
     """Build the INT8 version of an ONNX detector (static quantization, calibrated on line
     frames, head in float) and ship it only if per-part recall holds."""
@@ -444,31 +481,59 @@ def quantize_cmd(
 
     cfg = load_or_exit(config)
     ln = cfg.line(line) if line else cfg.lines[0]
-    settings = cfg.model if model is None else cfg.model.model_copy(update={"path": model})
+    frame_settings = (
+        cfg.model if model is None or region else cfg.model.model_copy(update={"path": model})
+    )
+    inspection = ln.inspection if region else None
+    if inspection is not None and inspection.mode == "frame":
+        typer.echo(f"error: line {ln.id} inspects whole frames: it has no region model", err=True)
+        raise typer.Exit(2)
+    settings = (
+        frame_settings
+        if inspection is None
+        else cfg.model.model_copy(
+            update={"path": model or inspection.region_model, "imgsz": inspection.crop_size}
+        )
+    )
+    if inspection is not None and model is not None:
+        inspection = inspection.model_copy(update={"region_model": model})
     src, _ = resolve_model_path(settings.path)
     target = out or qz.int8_path(src)
+    what = "frames" if inspection is None else f"{inspection.mode} crops"
     try:
         calib = (
             qz.folder_frames(frames, n_calib)
             if frames
             else qz.line_frames(n_calib, seeds=(8101, 8102))
         )
+        if inspection is not None:
+            calib = qz.region_crops(calib, frame_settings, inspection)
         staged = qz.build(src, target.with_name(target.stem + ".candidate.onnx"), calib, settings)
     except qz.QuantizeError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     held_out = tuple(int(s) for s in seeds.split(","))
     verdict, f_res, q_res = qz.compare(
-        src, staged, settings, ln.rules, seeds=held_out, seconds=seconds, max_drop_points=max_drop
+        src,
+        staged,
+        frame_settings if inspection is not None else settings,
+        ln.rules,
+        seeds=held_out,
+        seconds=seconds,
+        max_drop_points=max_drop,
+        inspection=inspection,
     )
     bench_frames = qz.line_frames(24, seeds=(8103,))
+    if inspection is not None:
+        bench_frames = qz.region_crops(bench_frames, frame_settings, inspection)[:24]
     f_ms = qz.latency_ms(src, settings, bench_frames)
     q_ms = qz.latency_ms(staged, settings, bench_frames)
     record = {
         "file": target.name,
         "shipped": verdict.shipped,
         "decision": verdict.reason(),
-        "calibration": f"{len(calib)} frames from "
+        "judged_in": "frame mode" if inspection is None else f"{inspection.mode} mode",
+        "calibration": f"{len(calib)} {what} from "
         + (str(frames) if frames else "the simulated line, seeds 8101,8102"),
         "held_out": {"seeds": list(held_out), "seconds_per_seed": seconds},
         "per_part_recall": {"float": verdict.float_recall, "int8": verdict.int8_recall},

@@ -14,7 +14,7 @@ import cv2
 
 from inspector.config import InspectionSettings, LineRules, ModelSettings
 from inspector.detect.model import Detector, input_scale, load_detector
-from inspector.detect.regions import load_region_detector
+from inspector.detect.regions import RegionDetector, load_region_detector
 from inspector.detect.rules import CompiledRules
 from inspector.detect.worker import decode_jpeg, scale_detections
 from inspector.sim.framecode import decode_frame_index
@@ -150,4 +150,7 @@ def evaluate(
             "elapsed_s": round(time.time() - t0, 1),
         }
     )
+    if isinstance(det, RegionDetector):
+        result["locate_size"] = det.locator.info.imgsz
+        result["crop_size"] = det.settings.crop_size
     return result

@@ -11,10 +11,11 @@ Class names always come from the model's own metadata, never from config.
 from __future__ import annotations
 
 import ast
+import copy
 import hashlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -400,6 +401,26 @@ class UltralyticsDetector:
                 )
             )
         return out
+
+
+def at_input_size(det: Detector, imgsz: int | None) -> Detector:
+    """``det`` looking at its input at ``imgsz`` (the parts mode's locator runs the frame
+    model smaller than frame mode does). Shares the loaded model: a shallow copy with
+    another letterbox size. A fixed-shape ONNX export cannot change size: itself."""
+    if imgsz is None or imgsz == det.info.imgsz:
+        return det
+    if isinstance(det, OnnxRuntimeDetector):
+        if not det.dynamic:
+            return det
+        out = copy.copy(det)
+        out.info = replace(det.info, imgsz=imgsz)
+        return out
+    if isinstance(det, UltralyticsDetector):
+        u = copy.copy(det)
+        u.settings = det.settings.model_copy(update={"imgsz": imgsz})
+        u.info = replace(det.info, imgsz=imgsz)
+        return u
+    return det
 
 
 def pick_device(settings: ModelSettings) -> str:

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from inspector.config import LineRules, ModelSettings
+from inspector.config import InspectionSettings, LineRules, ModelSettings
 from inspector.detect.model import ModelError, OnnxRuntimeDetector
 
 U8 = npt.NDArray[np.uint8]
@@ -212,6 +212,25 @@ class Verdict:
         )
 
 
+def region_crops(
+    frames: Sequence[U8], frame_model: ModelSettings, inspection: InspectionSettings
+) -> list[U8]:
+    """The crops (parts) or tiles a line's region model sees for ``frames``: its own
+    calibration data, located by the frame model exactly as the worker locates them."""
+    from inspector.detect.evaluate import line_detector
+    from inspector.detect.regions import RegionDetector
+
+    det = line_detector(frame_model, inspection)
+    if not isinstance(det, RegionDetector):
+        raise QuantizeError("the line inspects whole frames (mode frame): it has no region model")
+    out: list[U8] = []
+    for start in range(0, len(frames), 8):
+        out.extend(det.crops(list(frames[start : start + 8])))
+    if not out:
+        raise QuantizeError("the frame model located no part in the calibration frames")
+    return out
+
+
 def compare(
     src: Path,
     candidate: Path,
@@ -221,14 +240,22 @@ def compare(
     seeds: tuple[int, ...],
     seconds: float,
     max_drop_points: float,
+    inspection: InspectionSettings | None = None,
 ) -> tuple[Verdict, dict[str, Any], dict[str, Any]]:
-    """Both models through ``inspector evaluate`` on the same held-out seeds."""
+    """Both models through ``inspector evaluate`` on the same held-out seeds. With
+    ``inspection`` the two are the line's region model (``settings`` is then the frame
+    model, the same for both runs)."""
     from inspector.detect.evaluate import evaluate
 
     res = {}
     for key, path in (("float", src), ("int8", candidate)):
-        s = settings.model_copy(update={"path": str(path), "backend": "onnxruntime"})
-        res[key] = evaluate(s, rules, seeds=seeds, seconds=seconds)
+        if inspection is None:
+            s = settings.model_copy(update={"path": str(path), "backend": "onnxruntime"})
+            res[key] = evaluate(s, rules, seeds=seeds, seconds=seconds)
+        else:
+            st = inspection.model_copy(update={"region_model": str(path)})
+            s = settings.model_copy(update={"backend": "onnxruntime"})
+            res[key] = evaluate(s, rules, seeds=seeds, seconds=seconds, inspection=st)
     f, q = res["float"]["per_part"], res["int8"]["per_part"]
     verdict = Verdict(
         float_recall=f["recall"] or 0.0,

@@ -32,6 +32,7 @@ from inspector.detect.crops import CropGeom, crop_part
 from inspector.detect.model import (
     Detector,
     ModelInfo,
+    at_input_size,
     decode_scale,
     load_detector,
     nms,
@@ -86,6 +87,9 @@ class RegionDetector:
         if settings.mode not in ("parts", "tiles"):
             raise ValueError(f"RegionDetector runs parts or tiles, not {settings.mode!r}")
         self.frame = frame
+        self.locator = at_input_size(
+            frame, settings.locate_size if settings.mode == "parts" else None
+        )
         self.region = region
         self.settings = settings
         self.last_regions = 0  # regions the last detect() call inspected (bench, spans)
@@ -94,7 +98,8 @@ class RegionDetector:
         for v in ri.names.values():
             if v not in names.values():
                 names[max(names, default=-1) + 1] = v
-        combined = hashlib.sha256(f"{fi.sha256}:{ri.sha256}:{settings.mode}".encode())
+        how = f"{settings.mode}:{settings.crop_size}:{self.locator.info.imgsz}"
+        combined = hashlib.sha256(f"{fi.sha256}:{ri.sha256}:{how}".encode())
         self.info: ModelInfo = replace(
             fi,
             name=f"{fi.name}+{ri.name}",
@@ -120,13 +125,7 @@ class RegionDetector:
             return []
         st = self.settings
         located = self._locate(images)
-        crops: list[U8] = []
-        owners: list[tuple[int, CropGeom, BoxF]] = []
-        for i, (im, dets) in enumerate(zip(images, located, strict=True)):
-            for box, pad in self._regions(im, dets):
-                crop, geom = crop_part(im, box, st.crop_size, pad)
-                crops.append(crop)
-                owners.append((i, geom, box))
+        crops, owners = self._crops(images, located)
         self.last_regions = len(crops)
         found: list[list[Detection]] = []
         for start in range(0, len(crops), REGION_BATCH):
@@ -141,16 +140,33 @@ class RegionDetector:
             out.append(kept + self._merge(per_frame[i]))
         return out
 
+    def crops(self, images: list[U8]) -> list[U8]:
+        """The squares the region model would see for ``images`` (INT8 calibration)."""
+        return self._crops(images, self._locate(images))[0] if images else []
+
+    def _crops(
+        self, images: list[U8], located: list[list[Detection]]
+    ) -> tuple[list[U8], list[tuple[int, CropGeom, BoxF]]]:
+        crops: list[U8] = []
+        owners: list[tuple[int, CropGeom, BoxF]] = []
+        for i, (im, dets) in enumerate(zip(images, located, strict=True)):
+            for box, pad in self._regions(im, dets):
+                crop, geom = crop_part(im, box, self.settings.crop_size, pad)
+                crops.append(crop)
+                owners.append((i, geom, box))
+        return crops, owners
+
     def _locate(self, images: list[U8]) -> list[list[Detection]]:
-        """The frame model on reduced frames; boxes in full-resolution pixels."""
+        """The frame model (at ``locate_size`` when set) on reduced frames; boxes in
+        full-resolution pixels."""
         reduced, scales = [], []
         for im in images:
             h, w = im.shape[:2]
-            s = decode_scale(w, h, self.frame.info.imgsz)
+            s = decode_scale(w, h, self.locator.info.imgsz)
             small = im if s == 1 else cv2.resize(im, (w // s, h // s), interpolation=cv2.INTER_AREA)
             reduced.append(np.asarray(small, np.uint8))
             scales.append(s)
-        return [_scaled(d, s) for d, s in zip(self.frame.detect(reduced), scales, strict=True)]
+        return [_scaled(d, s) for d, s in zip(self.locator.detect(reduced), scales, strict=True)]
 
     def _collect(
         self,

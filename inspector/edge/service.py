@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from inspector.config import PlantConfig, builtin_model_file
+from inspector.config import PlantConfig, int8_regions, int8_sibling
 from inspector.edge.supervisor import ChildSpec, Supervisor
 from inspector.telemetry.health import Heartbeat, serve_health
 
@@ -41,13 +41,9 @@ def prober(host: str) -> Callable[[int, str], bool]:
 def int8_model(cfg: PlantConfig) -> str | None:
     """The INT8 build beside the worker's configured ONNX file, when edge.int8 is auto
     and the file exists (``model.onnx`` → ``model.int8.onnx``)."""
-    spec = cfg.models[cfg.worker.model].path
-    builtin = builtin_model_file(spec)
-    path = spec if builtin is None else str(builtin)
-    if cfg.edge.int8 == "off" or not path.endswith(".onnx") or path.endswith(".int8.onnx"):
+    if cfg.edge.int8 == "off":
         return None
-    candidate = path.removesuffix(".onnx") + ".int8.onnx"
-    return candidate if Path(candidate).is_file() else None
+    return int8_sibling(cfg.models[cfg.worker.model].path)
 
 
 def _port(port: int) -> tuple[list[str], int | None]:
@@ -99,6 +95,8 @@ def child_specs(cfg: PlantConfig, config: Path, log_dir: Path | None) -> list[Ch
             continue
         int8 = int8_model(cfg)
         model = ["--model-path", int8] if int8 else []
+        if int8_regions(cfg):
+            model.append("--int8-regions")
         for i in range(cfg.edge.workers):
             wp = cfg.observe.worker_port + i if cfg.observe.worker_port else 0
             args, port = _port(wp)
@@ -123,6 +121,7 @@ def run_edge(cfg: PlantConfig, config: Path, *, log_dir: Path | None = None) -> 
             "children": [s.name for s in specs],
             "worker_model": int8 or cfg.models[cfg.worker.model].path,
             "int8": bool(int8),
+            "int8_region_models": int8_regions(cfg),
         },
     )
     sup = Supervisor(specs, cfg.edge, probe=prober(cfg.observe.metrics_host), clock=time.monotonic)

@@ -142,3 +142,40 @@ def test_the_command_writes_the_build_and_records_the_comparison_in_the_card(
     assert rec["shipped"] is True and rec["file"] == "model.int8.onnx"
     assert rec["batch1_ms_median"]["int8"] > 0 and rec["size_mb"]["int8"] < 7
     assert "INT8 build (`model.int8.onnx`)" in (tmp_path / "MODEL_CARD.md").read_text()
+
+
+@pytest.mark.model
+def test_the_region_model_is_calibrated_on_the_crops_the_worker_cuts_and_judged_in_parts_mode(
+    tmp_path: Path,
+) -> None:
+    """``quantize --region``: the line's region model (parts mode), calibrated on part
+    crops located by the frame model, compared in parts mode; a frame-mode line has
+    no region model to quantize."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from inspector.cli import app
+    from inspector.config import InspectionSettings
+
+    st = InspectionSettings(mode="parts", locate_size=224, crop_size=224)
+    crops = qz.region_crops(qz.line_frames(4, seeds=(8101,)), ModelSettings(), st)
+    assert crops and all(c.shape == (224, 224, 3) for c in crops)
+    with pytest.raises(qz.QuantizeError, match="whole frames"):
+        qz.region_crops(qz.line_frames(1, seeds=(8101,)), ModelSettings(), InspectionSettings())
+
+    src, _ = resolve_model_path("builtin:defects-v2")
+    shutil.copyfile(src, tmp_path / "model.onnx")
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps({"architecture": "yolov8n"}))
+    args = ["quantize", "--region", "--model", str(tmp_path / "model.onnx"), "--seconds", "8"]
+    args += ["--seeds", "9001", "--calibration-frames", "6", "--card", str(card)]
+    args += ["--max-recall-drop", "100"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    rec = json.loads(card.read_text())["int8"]
+    assert rec["judged_in"] == "parts mode" and "parts crops" in rec["calibration"]
+    assert (tmp_path / "model.int8.onnx").is_file()
+    det = load_detector(ModelSettings(path=str(tmp_path / "model.int8.onnx"), imgsz=224))
+    assert det.detect(crops[:2]) is not None

@@ -325,9 +325,11 @@ def test_crop_dataset_is_reproducible_and_keeps_off_the_evaluation_seeds(tmp_pat
         write_crop_dataset(tmp_path / "c", 12, 20_010, seed=0)  # val clips 5000-7000
 
 
-def test_region_model_onnx_matches_its_pytorch_weights_on_part_crops() -> None:
+@pytest.mark.parametrize("size", [224, 320])
+def test_region_model_onnx_matches_its_pytorch_weights_on_part_crops(size: int) -> None:
     """defects-v2 as the worker runs it (our ONNX Runtime path) against Ultralytics'
-    own predict on the shipped .pt, on 320 px part crops of held-out simulated frames."""
+    own predict on the shipped .pt, on part crops of held-out simulated frames at the
+    shipped configs' crop size (224) and the size it was trained at (320)."""
     from typing import cast
 
     import cv2
@@ -341,7 +343,9 @@ def test_region_model_onnx_matches_its_pytorch_weights_on_part_crops() -> None:
     offline_ultralytics(default_config_dir())
     from ultralytics import YOLO
 
-    ours = load_detector(ModelSettings(path="builtin:defects-v2", device="cpu", conf=0.25))
+    ours = load_detector(
+        ModelSettings(path="builtin:defects-v2", device="cpu", conf=0.25, imgsz=size)
+    )
     path, _ = resolve_model_path("builtin:defects-v2")
     yolo = YOLO(str(path.with_suffix(".pt")), task="detect")
     crops = []
@@ -351,7 +355,7 @@ def test_region_model_onnx_matches_its_pytorch_weights_on_part_crops() -> None:
             img, truth = scene.render(i)
             frame = cv2.imdecode(cv2.imencode(".jpg", img)[1], cv2.IMREAD_COLOR)
             for p in truth.parts:
-                crops.append(crop_part(frame, tuple(map(float, p.box)), 320, 0.08)[0])  # type: ignore[arg-type]
+                crops.append(crop_part(frame, tuple(map(float, p.box)), size, 0.08)[0])  # type: ignore[arg-type]
     assert len(crops) >= 16
     matched = 0
     for start in range(0, len(crops), 8):
@@ -359,7 +363,7 @@ def test_region_model_onnx_matches_its_pytorch_weights_on_part_crops() -> None:
         mine = ours.detect(chunk)
         theirs = cast(
             list[Results],
-            yolo.predict(chunk, imgsz=320, conf=0.25, iou=0.45, verbose=False, device="cpu"),
+            yolo.predict(chunk, imgsz=size, conf=0.25, iou=0.45, verbose=False, device="cpu"),
         )
         for o, r in zip(mine, theirs, strict=True):
             assert r.boxes is not None
@@ -385,3 +389,42 @@ def test_region_model_onnx_matches_its_pytorch_weights_on_part_crops() -> None:
                 else:  # only a detection right at the floor may fall on one side only
                     assert abs(float(s) - 0.25) < 0.02, (r.names[int(c)], float(s), b, o)
     assert matched >= 16, matched
+
+
+def test_the_locator_looks_at_the_frame_at_locate_size_and_finds_the_same_parts() -> None:
+    """parts mode's locator is the frame model at ``locate_size`` (one loaded model, a
+    smaller letterbox): on simulated frames it finds the parts the full-size model finds,
+    boxes within a few frame pixels; the combined model's hash names the sizes."""
+    import cv2
+
+    from inspector.config import ModelSettings
+    from inspector.detect.model import OnnxRuntimeDetector, at_input_size, load_detector
+
+    frame = load_detector(ModelSettings(device="cpu", conf=0.25))
+    assert isinstance(frame, OnnxRuntimeDetector)
+    small = at_input_size(frame, 224)
+    assert isinstance(small, OnnxRuntimeDetector)
+    assert small.session is frame.session and frame.info.imgsz == 320
+    assert (small.plan(180, 320).out_h, small.plan(180, 320).out_w) == (128, 224)
+    assert at_input_size(frame, None) is frame and at_input_size(frame, 320) is frame
+    region = FakeRegionModel()
+    st = InspectionSettings(mode="parts", locate_size=224, crop_size=224)
+    det = RegionDetector(frame, region, st)
+    full = RegionDetector(frame, region, st.model_copy(update={"locate_size": None}))
+    assert det.locator.info.imgsz == 224 and full.locator is frame
+    assert det.info.sha256 != full.info.sha256
+    compared = 0
+    scene = ConveyorScene(SceneConfig(seed=41, defect_rate=0.5, clip_seconds=12))
+    for i in range(0, scene.n_frames, 9):
+        img, truth = scene.render(i)
+        im = np.asarray(cv2.imdecode(cv2.imencode(".jpg", img)[1], cv2.IMREAD_COLOR), np.uint8)
+        a = sorted(d.box.x1 for d in det._locate([im])[0] if d.cls == "part" and d.score > 0.5)
+        b = sorted(d.box.x1 for d in full._locate([im])[0] if d.cls == "part" and d.score > 0.5)
+        inside = [p for p in truth.parts if p.fully_in_view]
+        assert len(a) >= len(inside), (i, a, inside)
+        if len(a) == len(b):
+            assert max((abs(x - y) for x, y in zip(a, b, strict=True)), default=0) <= 12
+            compared += len(a)
+    assert compared >= 8
+    crops = det.crops([im])
+    assert crops and all(c.shape == (224, 224, 3) for c in crops)
