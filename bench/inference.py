@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from bench.common import MachineMeter, cores, timed_calls
-from inspector.detect.model import Detector, OnnxRuntimeDetector, decode_scale, postprocess
 from inspector.detect.worker import decode_jpeg
+from inspector.inference.model import Detector, OnnxRuntimeDetector, decode_scale, postprocess
 
 BATCHES = (1, 8)
 
@@ -107,7 +107,7 @@ def part1_ceiling(det: Detector, jpegs: list[bytes], seconds: float) -> dict[str
 
 def part2_peer(model_dir: str, jpegs: list[bytes], seconds: float, imgsz: int) -> dict[str, Any]:
     """Ultralytics ``predict`` on the same decoded frames, its ONNX and its .pt, batch 1 and 8."""
-    from inspector.detect.train import default_config_dir, offline_ultralytics
+    from inspector.inference.offline import default_config_dir, offline_ultralytics
 
     saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS",)}
     meter = MachineMeter().start()

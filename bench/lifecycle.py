@@ -20,8 +20,8 @@ from typing import Any
 from bench.common import FramePublisher, Servers, camera_ids, make_plant, new_prefix, plant_dict
 from inspector.bus.kafka import ensure_topics
 from inspector.detect.follow import check_candidate
-from inspector.detect.model import Detector, load_detector
 from inspector.detect.worker import build_worker
+from inspector.inference.model import Detector, load_detector
 
 CAMERAS = 8
 
@@ -30,7 +30,7 @@ def _candidate_path() -> Path:
     """The shipped model with changed metadata: a distinct version that behaves alike."""
     import onnx
 
-    from inspector.detect.model import BUILTIN_DIR
+    from inspector.inference.model import BUILTIN_DIR
 
     m = onnx.load(str(BUILTIN_DIR / "defects-v1" / "model.onnx"))
     p = m.metadata_props.add()

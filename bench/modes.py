@@ -12,9 +12,9 @@ from typing import Any
 
 from bench.common import timed_calls
 from inspector.config import InspectionSettings, ModelSettings
-from inspector.detect.model import Detector, input_scale, load_detector
 from inspector.detect.regions import RegionDetector, load_region_detector
 from inspector.detect.worker import decode_jpeg
+from inspector.inference.model import Detector, input_scale, load_detector
 
 BATCH = 8
 

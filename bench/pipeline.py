@@ -28,9 +28,9 @@ from bench.common import (
 )
 from inspector.bus.kafka import ensure_topics
 from inspector.demo import rss_mb
-from inspector.detect.model import Detector, OnnxRuntimeDetector
 from inspector.detect.worker import build_worker
 from inspector.events import Detection, VerdictEvent
+from inspector.inference.model import Detector, OnnxRuntimeDetector
 
 E2E_CAMERAS = 4
 CAMERA_FPS = 5.0  # paced cameras sample at this rate, as ingest does by default

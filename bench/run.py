@@ -147,7 +147,7 @@ def machine_meta() -> dict[str, Any]:
 
 def model_meta() -> dict[str, Any]:
     from inspector.config import ModelSettings
-    from inspector.detect.model import resolve_model_path, sha256_of
+    from inspector.inference.model import resolve_model_path, sha256_of
 
     path, name = resolve_model_path(ModelSettings().path)
     st = path.stat()
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         det = None
         if {1, 3} & set(parts):
             from inspector.config import ModelSettings
-            from inspector.detect.model import load_detector
+            from inspector.inference.model import load_detector
 
             det = load_detector(ModelSettings(device="cpu", backend="onnxruntime"))
         if 1 in parts and det is not None:

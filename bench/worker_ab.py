@@ -22,7 +22,7 @@ from bench.common import RESULTS, servers, sim_jpegs, timed_calls
 from bench.inference import decoded_frames
 from bench.pipeline import part3_worker
 from inspector.config import ModelSettings
-from inspector.detect.model import OnnxRuntimeDetector, load_detector
+from inspector.inference.model import OnnxRuntimeDetector, load_detector
 
 
 def ceiling_b8(det: OnnxRuntimeDetector, frames: list[Any], seconds: float) -> float:

@@ -173,7 +173,7 @@ class AnomalyModel:
     def load(cls, directory: Path, model_path: Path | None = None) -> AnomalyModel:
         """Read ``directory``'s bank; ``model_path`` (default: the one recorded, beside it)
         must be the detector file it was fit on."""
-        from inspector.detect.model import sha256_of
+        from inspector.inference.model import sha256_of
 
         try:
             meta = json.loads((directory / META_FILE).read_text())

@@ -27,8 +27,8 @@ from inspector.detect.anomaly import (
     threshold_for,
 )
 from inspector.detect.crops import crop_part
-from inspector.detect.model import sha256_of
 from inspector.events import Finding
+from inspector.inference.model import sha256_of
 from inspector.sim import ConveyorScene, SceneConfig
 from inspector.sim.truth import GENERATOR_VERSION
 

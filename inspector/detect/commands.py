@@ -122,8 +122,8 @@ def anomaly_evaluate_cmd(
         judge = None
         if config is not None and not no_detector:
             from inspector.commandline import load_or_exit
-            from inspector.detect.model import load_detector
             from inspector.detect.rules import CompiledRules
+            from inspector.inference.model import load_detector
 
             cfg = load_or_exit(config)
             det, rules = load_detector(cfg.model), CompiledRules(cfg.lines[0].rules)
@@ -296,8 +296,8 @@ def worker_cmd(
     """Run a detection worker (one member of the consumer group)."""
     from inspector.commandline import load_or_exit, traces_or_exit
     from inspector.config import use_int8_regions
-    from inspector.detect.model import ModelError
     from inspector.detect.worker import run_worker
+    from inspector.inference.model import ModelError
     from inspector.telemetry.logs import setup_logging
 
     cfg = load_or_exit(config)
@@ -477,7 +477,7 @@ def quantize_cmd(
 
     from inspector.commandline import load_or_exit
     from inspector.detect import quantize as qz
-    from inspector.detect.model import resolve_model_path
+    from inspector.inference.model import resolve_model_path
 
     cfg = load_or_exit(config)
     ln = cfg.line(line) if line else cfg.lines[0]

@@ -13,10 +13,10 @@ from typing import Any
 import cv2
 
 from inspector.config import InspectionSettings, LineRules, ModelSettings
-from inspector.detect.model import Detector, input_scale, load_detector
 from inspector.detect.regions import RegionDetector, load_region_detector
 from inspector.detect.rules import CompiledRules
 from inspector.detect.worker import decode_jpeg, scale_detections
+from inspector.inference.model import Detector, input_scale, load_detector
 from inspector.sim.framecode import decode_frame_index
 from inspector.sim.scene import ConveyorScene, SceneConfig
 from inspector.sim.score import JudgedFrame, score

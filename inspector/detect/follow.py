@@ -35,8 +35,8 @@ from confluent_kafka import OFFSET_END, Message, TopicPartition
 
 from inspector.bus.kafka import Shutdown, ensure_topics, instance_id, make_consumer
 from inspector.config import PlantConfig
-from inspector.detect.model import Detector, ModelError
 from inspector.events import EventError, ModelEvent, decode
+from inspector.inference.model import Detector, ModelError
 from inspector.registry import ModelVersion, Registry, RegistryError, RegistryUnavailable
 from inspector.registry.announce import model_event, publish
 from inspector.telemetry.metrics import MODEL_SWAPS, MODEL_VERSION

@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from inspector.config import InspectionSettings, LineRules, ModelSettings
-from inspector.detect.model import ModelError, OnnxRuntimeDetector
+from inspector.inference.model import ModelError, OnnxRuntimeDetector
 
 U8 = npt.NDArray[np.uint8]
 
@@ -94,7 +94,7 @@ def folder_frames(folder: Path, n: int) -> list[U8]:
 
 def _inputs(det: OnnxRuntimeDetector, frames: Sequence[U8]) -> list[npt.NDArray[np.float32]]:
     """The model inputs for ``frames``, reduced as the worker's decoder reduces them."""
-    from inspector.detect.model import decode_scale
+    from inspector.inference.model import decode_scale
 
     out = []
     for img in frames:

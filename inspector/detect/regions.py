@@ -29,7 +29,8 @@ import numpy.typing as npt
 
 from inspector.config import InspectionSettings, ModelSettings
 from inspector.detect.crops import CropGeom, crop_part
-from inspector.detect.model import (
+from inspector.events import Box, Detection
+from inspector.inference.model import (
     Detector,
     ModelInfo,
     at_input_size,
@@ -38,7 +39,6 @@ from inspector.detect.model import (
     nms,
     to_detections,
 )
-from inspector.events import Box, Detection
 
 U8 = npt.NDArray[np.uint8]
 F32 = npt.NDArray[np.float32]

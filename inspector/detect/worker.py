@@ -46,7 +46,6 @@ from inspector.detect.anomaly import AnomalyError, PartScorer
 from inspector.detect.capture import Capture
 from inspector.detect.drift import DriftChange, DriftMonitor, frame_stats
 from inspector.detect.follow import ModelFollower, ReferenceFrames, registry_info
-from inspector.detect.model import Detector, ModelError, input_scale, load_detector
 from inspector.detect.regions import RegionDetector
 from inspector.detect.rules import (
     EDGE_MARGIN_PX,
@@ -72,6 +71,7 @@ from inspector.events import (
     encode,
     verdict_id_for,
 )
+from inspector.inference.model import Detector, ModelError, input_scale, load_detector
 from inspector.telemetry import tracing
 from inspector.telemetry.metrics import (
     BATCH_SIZE,

@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from inspector.config import CameraSettings, PlantConfig, RedactionSettings
-from inspector.detect.model import Detector
+from inspector.inference.model import Detector
 
 Image = npt.NDArray[np.uint8]
 Rect = tuple[int, int, int, int]  # x1, y1, x2, y2 (exclusive)
@@ -198,7 +198,7 @@ def redaction_boxes(
 
 def load_redactors(cfg: PlantConfig, cameras: list[CameraSettings]) -> dict[str, SharedDetector]:
     """Load every redaction model these cameras use (once each); PrivacyError if one fails."""
-    from inspector.detect.model import ModelError, load_detector
+    from inspector.inference.model import ModelError, load_detector
 
     out: dict[str, SharedDetector] = {}
     for cam in cameras:

@@ -102,7 +102,7 @@ def register_cmd(
 ) -> None:
     """Check that the model loads as a worker would load it, then register it."""
     from inspector.bus.kafka import DeliveryFailed, ServiceUnavailable
-    from inspector.detect.model import ModelError
+    from inspector.inference.model import ModelError
     from inspector.learn.lifecycle import promote, register_model
     from inspector.registry import RegistryError
 
@@ -166,7 +166,7 @@ def rollback_cmd(
 def load_candidate(cfg, model: str):  # type: ignore[no-untyped-def]
     """An alias or version from the registry (sha256-checked), or a model path."""
     from inspector.detect.follow import registry_info
-    from inspector.detect.model import load_detector
+    from inspector.inference.model import load_detector
     from inspector.registry import Registry
 
     if model.isdigit() or ("/" not in model and "." not in model and ":" not in model):
@@ -192,7 +192,7 @@ def shadow_cmd(
     if config is None:
         raise fail("--config is required", 2)
     from inspector.bus.kafka import ServiceUnavailable, Shutdown, check_broker
-    from inspector.detect.model import ModelError
+    from inspector.inference.model import ModelError
     from inspector.learn.shadow import build_shadow
     from inspector.registry import RegistryError
 
@@ -295,7 +295,7 @@ def train_cmd(
     """Fine-tune a registered version on new data, evaluate it on the data's val split,
     register it and point an alias (challenger) at it."""
     from inspector.bus.kafka import DeliveryFailed, ServiceUnavailable
-    from inspector.detect.model import ModelError
+    from inspector.inference.model import ModelError
     from inspector.learn.lifecycle import retrain
     from inspector.registry import RegistryError
 
@@ -355,8 +355,8 @@ def replay_cmd(
 ) -> None:
     """Judge the archived frames of past production verdicts again with another model;
     print what would have changed."""
-    from inspector.detect.model import ModelError
     from inspector.events import VerdictEvent
+    from inspector.inference.model import ModelError
     from inspector.learn.archive import FrameArchive
     from inspector.learn.replay import html_report, replay
     from inspector.observe.feed import FeedError, TopicReader, parse_duration

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from inspector.config import ModelSettings, PlantConfig
-from inspector.detect.model import ModelError, load_detector, resolve_model_path, sha256_of
+from inspector.inference.model import ModelError, load_detector, resolve_model_path, sha256_of
 from inspector.registry import ModelVersion, Registry
 from inspector.registry.announce import model_event, publish
 

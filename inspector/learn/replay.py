@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inspector.config import PlantConfig
-from inspector.detect.model import Detector, decode_scale
 from inspector.detect.rules import CompiledRules
 from inspector.detect.worker import decode_jpeg, jpeg_size, scale_detections
 from inspector.events import Timings, VerdictEvent
+from inspector.inference.model import Detector, decode_scale
 from inspector.learn.archive import FrameArchive
 from inspector.learn.shadow import AgreementReport, agreement
 from inspector.observe.evidence import annotate

@@ -27,7 +27,6 @@ from inspector.bus.kafka import ensure_topics, make_producer, stage_consumer
 from inspector.bus.loop import RetryLater, StreamLoop
 from inspector.bus.store import FrameStore, StoreUnavailable, connect
 from inspector.config import PlantConfig
-from inspector.detect.model import Detector, decode_scale
 from inspector.detect.rules import CompiledRules
 from inspector.detect.worker import decode_jpeg, scale_detections
 from inspector.events import (
@@ -38,6 +37,7 @@ from inspector.events import (
     encode,
     verdict_id_for,
 )
+from inspector.inference.model import Detector, decode_scale
 
 log = logging.getLogger(__name__)
 

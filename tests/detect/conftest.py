@@ -15,9 +15,9 @@ import pytest
 from inspector.bus.kafka import make_producer
 from inspector.bus.store import FrameStore, connect
 from inspector.config import PlantConfig
-from inspector.detect.model import Detector, load_detector
 from inspector.detect.worker import DetectWorker, build_worker
 from inspector.events import FrameMeta, encode_frame
+from inspector.inference.model import Detector, load_detector
 from inspector.sim import ConveyorScene, SceneConfig
 from tests.helpers import create_topics
 

@@ -72,7 +72,7 @@ def test_coreset_covers_every_cluster_and_nn_distance_is_exact() -> None:
 def test_bank_round_trip_and_refuses_another_detector(tmp_path: Path) -> None:
     fm = tmp_path / "model.onnx"
     fm.write_bytes(b"detector bytes")
-    from inspector.detect.model import sha256_of
+    from inspector.inference.model import sha256_of
 
     bank = np.random.default_rng(1).normal(size=(50, 8)).astype(np.float32)
     meta = {"feature_model": "model.onnx", "feature_model_sha256": sha256_of(fm)}

@@ -14,9 +14,9 @@ import pytest
 from pydantic import ValidationError
 
 from inspector.config import AnomalyRule, LineRules, anomaly_bank_dir, parse_config
-from inspector.detect.model import Detector, ModelError
 from inspector.detect.rules import Judgement, anomaly_report, apply_anomaly
 from inspector.events import AnomalyReport, Box, Finding, FrameMeta, PartAnomaly
+from inspector.inference.model import Detector, ModelError
 from tests.conftest import base_config_dict, deep_merge
 
 B = Box(x1=10, y1=10, x2=110, y2=90)

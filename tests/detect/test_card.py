@@ -42,8 +42,8 @@ def test_shipped_models_carry_no_training_machine_paths(tmp_path: Path) -> None:
     import onnx
     from onnx import TensorProto, helper
 
-    from inspector.detect.model import sha256_of
     from inspector.detect.train import portable_description
+    from inspector.inference.model import sha256_of
 
     for path in sorted(BUILTIN_MODELS.glob("*/*.onnx")):
         props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
@@ -70,8 +70,8 @@ def test_shipped_checkpoints_carry_no_training_machine_paths(tmp_path: Path) -> 
     its card's sha256 matches; the recipe's portable_checkpoint strips them."""
     import torch
 
-    from inspector.detect.model import sha256_of
     from inspector.detect.train import portable_checkpoint
+    from inspector.inference.model import sha256_of
 
     for path in sorted(BUILTIN_MODELS.glob("*/*.pt")):
         raw = path.read_bytes()

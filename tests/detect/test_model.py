@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 
 from inspector.config import ModelSettings
-from inspector.detect.model import (
+from inspector.detect.worker import decode_jpeg
+from inspector.events import Detection
+from inspector.inference.model import (
     Letterbox,
     OnnxRuntimeDetector,
     decode_scale,
     load_detector,
     resolve_model_path,
 )
-from inspector.detect.train import default_config_dir, offline_ultralytics
-from inspector.detect.worker import decode_jpeg
-from inspector.events import Detection
+from inspector.inference.offline import default_config_dir, offline_ultralytics
 from inspector.sim import CLASS_NAMES, ConveyorScene, SceneConfig
 
 pytestmark = pytest.mark.model

@@ -9,7 +9,9 @@ import numpy.typing as npt
 import pytest
 
 from inspector.config import ModelSettings
-from inspector.detect.model import (
+from inspector.detect.worker import decode_jpeg
+from inspector.events import Box, Detection
+from inspector.inference.model import (
     F32,
     MAX_DET,
     MAX_NMS,
@@ -20,8 +22,6 @@ from inspector.detect.model import (
     decode_scale,
     load_detector,
 )
-from inspector.detect.worker import decode_jpeg
-from inspector.events import Box, Detection
 from inspector.sim import ConveyorScene, SceneConfig
 
 pytestmark = pytest.mark.model

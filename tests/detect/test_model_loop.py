@@ -14,9 +14,9 @@ import pytest
 from inspector.config import PlantConfig
 from inspector.dataset.exporters import export_capture
 from inspector.detect.follow import registry_info
-from inspector.detect.model import load_detector
 from inspector.detect.worker import build_worker, start_follower
 from inspector.events import VerdictEvent, decode
+from inspector.inference.model import load_detector
 from inspector.learn.lifecycle import promote, register_model, retrain, rollback
 from inspector.learn.shadow import agreement, build_shadow
 from inspector.registry import Registry

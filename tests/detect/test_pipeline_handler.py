@@ -25,9 +25,9 @@ import pytest
 from inspector.bus.kafka import DeliveryTracker
 from inspector.bus.store import FrameStore, connect
 from inspector.config import PlantConfig, parse_config
-from inspector.detect.model import Detector
 from inspector.detect.worker import DetectWorker, decode_frame_message
 from inspector.events import FrameMeta, encode_frame
+from inspector.inference.model import Detector
 from tests.conftest import base_config_dict, deep_merge
 from tests.detect.conftest import demo_plant, frame_mode_rules
 

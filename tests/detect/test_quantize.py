@@ -13,13 +13,13 @@ import pytest
 
 from inspector.config import ModelSettings
 from inspector.detect import quantize as qz
-from inspector.detect.model import (
+from inspector.events import Box
+from inspector.inference.model import (
     OnnxRuntimeDetector,
     decode_scale,
     load_detector,
     resolve_model_path,
 )
-from inspector.events import Box
 
 
 def _nodes(*names: str) -> list[SimpleNamespace]:

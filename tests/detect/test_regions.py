@@ -19,10 +19,10 @@ from inspector.detect.crops import (
     crop_geom,
     crop_part,
 )
-from inspector.detect.model import ModelInfo, input_scale
 from inspector.detect.parts_data import crop_labels
 from inspector.detect.regions import RegionDetector, tile_boxes
 from inspector.events import Box, Detection
+from inspector.inference.model import ModelInfo, input_scale
 from inspector.sim import ConveyorScene, SceneConfig
 from inspector.sim.truth import CLASS_NAMES
 
@@ -241,9 +241,9 @@ def test_worker_decodes_a_parts_line_at_full_resolution_and_names_both_models() 
     import cv2
 
     from inspector.config import parse_config
-    from inspector.detect.model import load_detector
     from inspector.detect.worker import DetectWorker, FrameJob
     from inspector.events import FrameMeta
+    from inspector.inference.model import load_detector
     from tests.conftest import base_config_dict
 
     data = base_config_dict("127.0.0.1:1", "redis://127.0.0.1:1", uuid.uuid4().hex[:8])
@@ -337,8 +337,8 @@ def test_region_model_onnx_matches_its_pytorch_weights_on_part_crops(size: int) 
     from ultralytics.engine.results import Results
 
     from inspector.config import ModelSettings
-    from inspector.detect.model import load_detector, resolve_model_path
-    from inspector.detect.train import default_config_dir, offline_ultralytics
+    from inspector.inference.model import load_detector, resolve_model_path
+    from inspector.inference.offline import default_config_dir, offline_ultralytics
 
     offline_ultralytics(default_config_dir())
     from ultralytics import YOLO
@@ -398,7 +398,7 @@ def test_the_locator_looks_at_the_frame_at_locate_size_and_finds_the_same_parts(
     import cv2
 
     from inspector.config import ModelSettings
-    from inspector.detect.model import OnnxRuntimeDetector, at_input_size, load_detector
+    from inspector.inference.model import OnnxRuntimeDetector, at_input_size, load_detector
 
     frame = load_detector(ModelSettings(device="cpu", conf=0.25))
     assert isinstance(frame, OnnxRuntimeDetector)

@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from inspector.config import ArchiveSettings, ModelSettings, PlantConfig
-from inspector.detect.model import Detector, load_detector
 from inspector.events import VerdictEvent, decode
+from inspector.inference.model import Detector, load_detector
 from inspector.learn.archive import FrameArchive, build_archiver
 from inspector.learn.replay import html_report, replay
 from tests.detect.conftest import FramePublisher, demo_plant, detect_config

@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from inspector.config import PlantConfig
-from inspector.detect.model import Detector, load_detector
 from inspector.events import VerdictEvent, decode
+from inspector.inference.model import Detector, load_detector
 from inspector.learn.shadow import agreement, build_shadow, in_share
 from tests.detect.conftest import FramePublisher, detect_config
 from tests.helpers import read, wait_for

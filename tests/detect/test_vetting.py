@@ -18,9 +18,9 @@ import pytest
 from pydantic import ValidationError
 
 from inspector.config import PlantConfig, WorkerSettings, parse_config
-from inspector.detect.model import ModelInfo
 from inspector.detect.worker import DetectWorker, FrameJob, clock_skew, jpeg_size
 from inspector.events import FrameMeta, Timings, VerdictEvent
+from inspector.inference.model import ModelInfo
 from tests.conftest import base_config_dict
 
 NOW = 1_800_000_000.0

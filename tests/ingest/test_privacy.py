@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from inspector.config import CameraSettings, ConfigError, ModelSettings, PlantConfig, parse_config
-from inspector.detect.model import load_detector
+from inspector.inference.model import load_detector
 from inspector.ingest.privacy import (
     PrivacyError,
     PrivacyFilter,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from inspector.detect.model import BUILTIN_DIR
+from inspector.inference.model import BUILTIN_DIR
 
 
 def variant(dst: Path, tag: str, names: dict[int, str] | None = None) -> Path:

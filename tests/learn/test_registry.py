@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from inspector.config import PlantConfig
-from inspector.detect.model import ModelError, sha256_of
 from inspector.events import ModelEvent, decode
+from inspector.inference.model import ModelError, sha256_of
 from inspector.learn.lifecycle import promote, register_model, rollback
 from inspector.localstack import free_port
 from inspector.registry import Registry, RegistryError, RegistryUnavailable

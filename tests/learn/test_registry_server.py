@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from inspector.config import PlantConfig
-from inspector.detect.model import sha256_of
+from inspector.inference.model import sha256_of
 from inspector.learn.lifecycle import promote, register_model, rollback
 from inspector.localstack import ManagedProcess, start_mlflow_server, start_postgres
 from inspector.registry import Registry, RegistryUnavailable

@@ -355,7 +355,7 @@ class UltralyticsDetector:
     """PyTorch (.pt, CUDA when available), or any Ultralytics-exported format."""
 
     def __init__(self, path: Path, name: str, settings: ModelSettings, device: str) -> None:
-        from inspector.detect.train import default_config_dir, offline_ultralytics
+        from inspector.inference.offline import default_config_dir, offline_ultralytics
 
         offline_ultralytics(default_config_dir())
         from ultralytics import YOLO
