@@ -138,8 +138,7 @@ def render_card(c: dict[str, Any]) -> str:
             f"{_pct(r['frame_recall'])} | {_pct(r['frame_frr'])} |"
             for r in op["sweep"]
         ]
-    if c.get("transfer_learning"):
-        lines += ["", "## Transfer learning", "", str(c["transfer_learning"]) + "."]
+    lines += _transfer_section(c.get("transfer_learning"))
     lines += _int8_section(c.get("int8"))
     lines += _anomaly_section(c.get("anomaly"))
     lines += [
@@ -156,6 +155,35 @@ def render_card(c: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _transfer_section(t: Any) -> list[str]:
+    """A sentence (not measured), or the same-budget runs side by side."""
+    if not t:
+        return []
+    if isinstance(t, str):
+        return ["", "## Transfer learning", "", t + "."]
+    runs = t["runs"]
+    classes = sorted({k for r in runs for k in r["per_class_map50"]})
+    lines = [
+        "",
+        "## Transfer learning",
+        "",
+        f"The same budget — {t['budget']} — once from random weights and once from "
+        f"{t['pretrained']}; validation on the same split.",
+        "",
+        "| start | epochs | minutes | mAP50 | mAP50-95 | " + " | ".join(classes) + " |",
+        "|---|---|---|---|---|" + "---|" * len(classes),
+    ]
+    lines += [
+        f"| {r['start']} | {r['epochs']} | {r['minutes']} | {r['map50']} | {r['map50_95']} | "
+        + " | ".join(str(r["per_class_map50"].get(k, "—")) for k in classes)
+        + " |"
+        for r in runs
+    ]
+    if t.get("note"):
+        lines += ["", str(t["note"])]
+    return lines
 
 
 def _int8_section(q: dict[str, Any] | None) -> list[str]:

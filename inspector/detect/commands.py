@@ -205,7 +205,14 @@ def evaluate_cmd(
     import json
 
     from inspector.commandline import load_or_exit
-    from inspector.detect.evaluate import evaluate, sweep
+    from inspector.detect.evaluate import (
+        OP_FLOOR,
+        OP_MAX_FRR,
+        evaluate,
+        operating_point,
+        operating_point_record,
+        sweep,
+    )
 
     cfg = load_or_exit(config)
     ln = cfg.line(line) if line else cfg.lines[0]
@@ -252,6 +259,23 @@ def evaluate_cmd(
                     for c, r in (row.get("per_class_part_recall") or {}).items()
                 )
             )
+        point = operating_point(rows)
+        typer.echo(
+            f"operating point: {point}"
+            if point is not None
+            else "operating point: none "
+            f"(no min_confidence >= {OP_FLOOR} keeps false rejects <= {OP_MAX_FRR:.1%})"
+        )
+        if card is not None and point is not None:
+            from inspector.detect.card import render_card
+
+            data = json.loads(card.read_text())
+            data["operating_point"] = operating_point_record(
+                rows, point, tuning, seconds, inspection, f"{config}#{ln.id}"
+            )
+            card.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+            (card.parent / "MODEL_CARD.md").write_text(render_card(data))
+            typer.echo(f"recorded in {card} and {card.parent / 'MODEL_CARD.md'}")
         return
     result = evaluate(
         settings,
@@ -499,7 +523,9 @@ def quantize_cmd(
         inspection = inspection.model_copy(update={"region_model": model})
     src, _ = resolve_model_path(settings.path)
     target = out or qz.int8_path(src)
-    what = "frames" if inspection is None else f"{inspection.mode} crops"
+    what = {None: "frames", "parts": "part crops"}.get(
+        None if inspection is None else inspection.mode, "tiles"
+    )
     try:
         calib = (
             qz.folder_frames(frames, n_calib)

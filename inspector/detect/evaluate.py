@@ -116,6 +116,61 @@ def sweep(
     return rows
 
 
+OP_FLOOR = 0.25  # the issue's floor: an operating point below it is noise-driven
+OP_MAX_FRR = 0.005  # half the 1 % false-reject target, per part and per frame
+
+
+def operating_point(
+    rows: list[dict[str, Any]], floor: float = OP_FLOOR, max_frr: float = OP_MAX_FRR
+) -> float | None:
+    """The lowest min_confidence >= ``floor`` whose per-part and per-frame false-reject
+    rates on the tuning seeds are both <= ``max_frr`` (the most recall the false-reject
+    budget allows); None when none does."""
+    for row in sorted(rows, key=lambda r: float(r["min_confidence"])):
+        t = float(row["min_confidence"])
+        frr = (row["per_part"]["false_reject_rate"], row["per_frame"]["false_reject_rate"])
+        if t >= floor and all(f is not None and f <= max_frr for f in frr):
+            return t
+    return None
+
+
+def operating_point_record(
+    rows: list[dict[str, Any]],
+    point: float,
+    seeds: tuple[int, ...],
+    seconds: float,
+    inspection: InspectionSettings | None,
+    rules_from: str,
+) -> dict[str, Any]:
+    """What a model card keeps of a sweep: the chosen point, the rule, the curve."""
+    mode = "frame" if inspection is None else inspection.mode
+    sizes = (
+        ""
+        if inspection is None or mode == "frame"
+        else f", parts located at {inspection.locate_size or 'the frame model size'} px, "
+        f"crops of {inspection.crop_size} px"
+    )
+    return {
+        "min_confidence": point,
+        "tuning_seeds": list(seeds),
+        "why": f"the lowest >= {OP_FLOOR} whose false-reject rates per part and per frame "
+        f"are both <= {OP_MAX_FRR:.1%} (half the 1 % target) on the tuning seeds "
+        f"{seeds[0]}-{seeds[-1]} ({seconds:g} s each, {mode} mode{sizes}, rules of "
+        f"`{rules_from}` with one min_confidence for every failing class), never on the "
+        "held-out seeds",
+        "sweep": [
+            {
+                "min_confidence": r["min_confidence"],
+                "part_recall": r["per_part"]["recall"],
+                "part_frr": r["per_part"]["false_reject_rate"],
+                "frame_recall": r["per_frame"]["recall"],
+                "frame_frr": r["per_frame"]["false_reject_rate"],
+            }
+            for r in rows
+        ],
+    }
+
+
 def evaluate(
     model: ModelSettings,
     rules: LineRules,

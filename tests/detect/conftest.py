@@ -45,7 +45,7 @@ def demo_plant() -> dict[str, Any]:
 def frame_mode_rules() -> dict[str, Any]:
     """The demo line's rules at defects-v1's own operating point in ``frame`` mode
     (min_confidence 0.12 for every failing class, from its card): these tests run the
-    worker in frame mode; the demo runs parts mode with defects-v2 at 0.35, which
+    worker in frame mode; the demo runs parts mode with defects-v2 at 0.25, which
     tests/detect/test_regions.py and `inspector evaluate` exercise."""
     rules: dict[str, Any] = demo_plant()["lines"][0]["rules"]
     for rule in rules["classes"].values():

@@ -90,3 +90,61 @@ def test_shipped_checkpoints_carry_no_training_machine_paths(tmp_path: Path) -> 
     ck = torch.load(str(pt), weights_only=False)
     assert ck["train_args"] == {"project": "run", "nested": {"p": "b"}}
     assert ck["model"].args == {"data": "data.yaml", "imgsz": 320}
+
+
+def test_the_operating_point_is_the_lowest_threshold_within_the_false_reject_budget() -> None:
+    from inspector.config import InspectionSettings
+    from inspector.detect.evaluate import operating_point, operating_point_record
+
+    def row(t: float, part_frr: float, frame_frr: float) -> dict[str, object]:
+        return {
+            "min_confidence": t,
+            "per_part": {"recall": 1.0 - t / 10, "false_reject_rate": part_frr},
+            "per_frame": {"recall": 0.9, "false_reject_rate": frame_frr},
+        }
+
+    rows = [row(0.4, 0.0, 0.0), row(0.2, 0.0, 0.0), row(0.25, 0.0, 0.006), row(0.3, 0.004, 0.005)]
+    assert operating_point(rows) == 0.3  # 0.2 is below the floor, 0.25 over the budget
+    assert operating_point(rows, max_frr=0.0) == 0.4
+    assert operating_point([row(0.5, 0.02, 0.0)]) is None
+    assert operating_point([row(0.3, 0.0, None)]) is None  # type: ignore[arg-type]
+    st = InspectionSettings(mode="parts", locate_size=224, crop_size=256)
+    rec = operating_point_record(rows, 0.3, (8001, 8011), 120.0, st, "configs/demo.yaml#line-a")
+    assert rec["min_confidence"] == 0.3 and rec["tuning_seeds"] == [8001, 8011]
+    assert "located at 224 px, crops of 256 px" in rec["why"] and "0.5%" in rec["why"]
+    assert [r["min_confidence"] for r in rec["sweep"]] == [0.4, 0.2, 0.25, 0.3]
+
+
+def test_transfer_learning_runs_render_side_by_side() -> None:
+    card = {
+        "name": "neu-det-v1",
+        "transfer_learning": {
+            "budget": "10 epochs",
+            "pretrained": "defects-v2's weights",
+            "runs": [
+                {
+                    "start": "random",
+                    "epochs": 10,
+                    "minutes": 20,
+                    "map50": 0.4,
+                    "map50_95": 0.2,
+                    "per_class_map50": {"crazing": 0.1, "patches": 0.7},
+                },
+                {
+                    "start": "defects-v2",
+                    "epochs": 10,
+                    "minutes": 21,
+                    "map50": 0.5,
+                    "map50_95": 0.25,
+                    "per_class_map50": {"patches": 0.8},
+                },
+            ],
+            "note": "one seed each",
+        },
+    }
+    md = render_card(card)
+    assert "| start | epochs | minutes | mAP50 | mAP50-95 | crazing | patches |" in md
+    assert "| random | 10 | 20 | 0.4 | 0.2 | 0.1 | 0.7 |" in md
+    assert "| defects-v2 | 10 | 21 | 0.5 | 0.25 | — | 0.8 |" in md
+    assert "one seed each" in md
+    assert "Not measured" in render_card({"name": "x", "transfer_learning": "Not measured"})
