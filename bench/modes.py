@@ -78,3 +78,25 @@ def _measure(det: Detector, jpegs: list[bytes], seconds: float) -> dict[str, Any
         "decode_scale": scale,
         "regions_per_frame": round(regions / len(jpegs), 2) if regions else None,
     }
+
+
+def part10_worker_e2e(
+    srv: Any, jpegs: list[bytes], n_frames: int, parts: InspectionSettings
+) -> dict[str, Any]:
+    """The same cost through the whole worker (part 3's drain: Kafka, Redis claim-check,
+    decode, detect, rules, verdicts produced and committed), frame vs the demo's parts
+    settings, one after the other on the same servers."""
+    from bench.pipeline import part3_worker
+
+    out: dict[str, Any] = {}
+    for name, st in (("frame", None), ("parts", parts.model_dump(mode="json"))):
+        det = load_detector(ModelSettings(device="cpu", backend="onnxruntime"))
+        r = part3_worker(srv, det, jpegs, n_frames, inspection=st)
+        out[name] = {k: r[k] for k in ("fps", "frames", "processed", "complete", "seconds")}
+    f, p = out["frame"]["fps"], out["parts"]["fps"]
+    out["cost_vs_frame"] = round(f / p, 2) if f and p else None
+    out["what"] = (
+        f"{n_frames} frames drained by one in-process worker per mode (part 3's drain), "
+        "cost per frame = frame fps / parts fps"
+    )
+    return out

@@ -64,11 +64,13 @@ def part3_worker(
     n_frames: int,
     timeout_s: float = 300.0,
     pipeline: bool | None = None,
+    inspection: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """N frames pre-loaded into broker + Redis, one in-process worker drains them.
 
     Throughput = frames / (first batch handed to the worker → last offset commit, which
-    the loop makes only after every verdict of the batch was acknowledged).
+    the loop makes only after every verdict of the batch was acknowledged). With
+    ``inspection`` every line runs that inspection mode (part 10's end-to-end cost).
     """
     cams = camera_ids(E2E_CAMERAS)
     data = plant_dict(
@@ -80,6 +82,9 @@ def part3_worker(
         worker={"max_batch": 8, "max_wait_ms": 5, "shed_after_ms": 3_600_000}
         | ({} if pipeline is None else {"pipeline": pipeline}),
     )
+    if inspection is not None:
+        for line in data["lines"]:
+            line["inspection"] = inspection
     cfg = make_plant(data)
     ensure_topics(cfg.kafka, cfg.topics)
     pub = FramePublisher(cfg, "e2e")

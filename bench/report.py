@@ -134,6 +134,9 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         None if cost is None else cost <= COST_TARGET,
         "x",
     )
+    ratios["10: parts / frame cost per frame, worker end to end"] = _get(
+        p, "10", "worker_e2e", "cost_vs_frame"
+    )
     ratios["parts, full-size locator + 320 px crops / frame mode"] = _get(
         p, "10", "parts_full", "cost_vs_frame"
     )

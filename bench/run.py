@@ -262,7 +262,15 @@ def main(argv: list[str] | None = None) -> int:
             from inspector.config import load_config
 
             parts_st = load_config(DEMO_CONFIG).lines[0].inspection
-            run_part(results, 10, lambda: part10_modes(jpegs, plan.modes_s, parts_st), echo)
+            res10 = run_part(results, 10, lambda: part10_modes(jpegs, plan.modes_s, parts_st), echo)
+            if res10 is not None:
+                from bench.modes import part10_worker_e2e
+
+                with servers(log_dir) as srv10:
+                    try:
+                        res10["worker_e2e"] = part10_worker_e2e(srv10, jpegs, e2e_frames, parts_st)
+                    except Exception as exc:  # a figure lost, the run goes on
+                        res10["worker_e2e"] = {"error": repr(exc)}
         if 7 in parts:
             from bench.memory import part7_memory
 

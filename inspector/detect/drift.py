@@ -42,10 +42,18 @@ class FrameStats:
     classes: tuple[str, ...]
 
 
-def frame_stats(image: np.ndarray, dets: list[Detection]) -> FrameStats:
-    """Statistics of one judged frame (``image`` as decoded for inference, BGR)."""
+def frame_stats(
+    image: np.ndarray, dets: list[Detection], boxes_in: tuple[int, int] | None = None
+) -> FrameStats:
+    """Statistics of one judged frame (``image`` as decoded for inference, BGR).
+
+    ``boxes_in`` is the (width, height) the detections' boxes are measured in when that
+    is not ``image``'s own size (a full-resolution frame whose pixel statistics are taken
+    on a reduced copy)."""
     gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
     h, w = gray.shape[:2]
+    if boxes_in is not None:
+        w, h = boxes_in
     lap = cv2.Laplacian(gray, cv2.CV_32F)
     areas = [
         max(0.0, (d.box.x2 - d.box.x1) * (d.box.y2 - d.box.y1)) / float(max(1, w * h)) for d in dets

@@ -120,11 +120,25 @@ class RegionDetector:
         parts.sort(key=lambda d: -d.score)
         return [((d.box.x1, d.box.y1, d.box.x2, d.box.y2), st.pad) for d in parts[: st.max_parts]]
 
-    def detect(self, images: list[U8]) -> list[list[Detection]]:
+    def reduce(self, image: U8) -> tuple[U8, int]:
+        """The frame as the locator sees it: reduced by the largest of 2, 4, 8 that keeps
+        its input size (INTER_AREA, like the JPEG's own DCT scaling), and that factor.
+        The worker makes it once per frame and shares it with vetting and drift."""
+        h, w = image.shape[:2]
+        s = decode_scale(w, h, self.locator.info.imgsz)
+        if s == 1:
+            return image, 1
+        return np.asarray(
+            cv2.resize(image, (w // s, h // s), interpolation=cv2.INTER_AREA), np.uint8
+        ), s
+
+    def detect(self, images: list[U8], reduced: list[U8] | None = None) -> list[list[Detection]]:
+        """Detections per full-resolution frame; ``reduced`` (from ``reduce``) saves
+        reducing them again."""
         if not images:
             return []
         st = self.settings
-        located = self._locate(images)
+        located = self._locate(images, reduced)
         crops, owners = self._crops(images, located)
         self.last_regions = len(crops)
         found: list[list[Detection]] = []
@@ -156,17 +170,20 @@ class RegionDetector:
                 owners.append((i, geom, box))
         return crops, owners
 
-    def _locate(self, images: list[U8]) -> list[list[Detection]]:
+    def _locate(self, images: list[U8], reduced: list[U8] | None = None) -> list[list[Detection]]:
         """The frame model (at ``locate_size`` when set) on reduced frames; boxes in
         full-resolution pixels."""
-        reduced, scales = [], []
-        for im in images:
-            h, w = im.shape[:2]
-            s = decode_scale(w, h, self.locator.info.imgsz)
-            small = im if s == 1 else cv2.resize(im, (w // s, h // s), interpolation=cv2.INTER_AREA)
-            reduced.append(np.asarray(small, np.uint8))
-            scales.append(s)
-        return [_scaled(d, s) for d, s in zip(self.locator.detect(reduced), scales, strict=True)]
+        small, scales = [], []
+        for i, im in enumerate(images):
+            if reduced is not None:
+                r = reduced[i]
+                small.append(r)
+                scales.append(im.shape[1] // r.shape[1])
+            else:
+                r, s = self.reduce(im)
+                small.append(r)
+                scales.append(s)
+        return [_scaled(d, s) for d, s in zip(self.locator.detect(small), scales, strict=True)]
 
     def _collect(
         self,

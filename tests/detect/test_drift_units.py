@@ -94,3 +94,19 @@ def test_a_new_model_version_starts_a_new_reference() -> None:
     mon.add("cam-1", "2", frame_stats(img, []))
     assert list(mon.cameras) == [("cam-1", "2")]
     assert len(mon.cameras[("cam-1", "2")].reference) == 1
+
+
+def test_a_full_resolution_frame_is_measured_on_its_reduced_copy() -> None:
+    """A parts line decodes its frames at full size; its drift statistics are taken on
+    the reduced copy the locator sees (as a frame line's 1/4 decode), while box areas
+    stay shares of the full frame its detections are measured in."""
+    from inspector.events import Box
+
+    full = ConveyorScene(SceneConfig(seed=77, defect_rate=0.5, clip_seconds=4)).render(10)[0]
+    small = np.asarray(cv2.resize(full, (320, 180), interpolation=cv2.INTER_AREA), np.uint8)
+    det = [Detection(cls="part", score=0.9, box=Box(x1=100, y1=100, x2=420, y2=420))]
+    on_full = frame_stats(full, det).numeric
+    on_small = frame_stats(small, det, boxes_in=(1280, 720)).numeric
+    assert on_small["box_area"] == on_full["box_area"] == pytest.approx(320 * 320 / (1280 * 720))
+    assert abs(on_small["brightness"] - on_full["brightness"]) < 1.0
+    assert frame_stats(small, det).numeric["box_area"] > 1.0  # the wrong frame of reference

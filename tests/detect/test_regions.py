@@ -428,3 +428,14 @@ def test_the_locator_looks_at_the_frame_at_locate_size_and_finds_the_same_parts(
     assert compared >= 8
     crops = det.crops([im])
     assert crops and all(c.shape == (224, 224, 3) for c in crops)
+
+
+def test_a_reduced_copy_made_once_gives_the_same_detections() -> None:
+    """The worker reduces a parts line's frame once (``reduce``) for vetting, drift and
+    the locator; passing it to ``detect`` changes nothing but the work."""
+    frame_model = FakeFrameModel(parts=[(40, 40, 90, 90)])
+    det = RegionDetector(frame_model, FakeRegionModel(), InspectionSettings(mode="parts"))
+    frames = [np.full((720, 1280, 3), 90, np.uint8) for _ in range(2)]
+    small, s = det.reduce(frames[0])
+    assert small.shape == (180, 320, 3) and s == 4
+    assert det.detect(frames, [det.reduce(f)[0] for f in frames]) == det.detect(frames)
