@@ -453,3 +453,58 @@ def test_a_software_trigger_answered_by_no_frame_is_a_counted_drop(
     free = object.__new__(gige.GigECapture)
     free.triggered = "free_run"
     assert free.software_trigger() is False
+
+
+def test_an_empty_buffer_is_no_frame_no_drop_and_answers_no_trigger() -> None:
+    """Aravis can hand back a buffer still in its initial status ``cleared`` (seen on a
+    loaded box beside the good frame of the same trigger): it is neither a frame nor a
+    damaged frame, so it is not counted as a drop and does not answer a trigger; the
+    good frame after it does (pure logic, a scripted stream, no camera)."""
+    import collections
+    import threading
+    from types import SimpleNamespace
+
+    from inspector.ingest import gige
+
+    success = SimpleNamespace(value_nick="success")
+
+    class Buf:
+        def __init__(self, nick: str) -> None:
+            self.status = success if nick == "success" else SimpleNamespace(value_nick=nick)
+
+        def get_status(self) -> object:
+            return self.status
+
+        def get_timestamp(self) -> int:
+            return 0
+
+        def get_system_timestamp(self) -> int:
+            return 1_000_000_000
+
+    class Stream:
+        def __init__(self, bufs: list[Buf]) -> None:
+            self.bufs, self.pushed = bufs, 0
+
+        def timeout_pop_buffer(self, _us: int) -> Buf | None:
+            return self.bufs.pop(0) if self.bufs else None
+
+        def push_buffer(self, _b: Buf) -> None:
+            self.pushed += 1
+
+    class Cam:
+        def software_trigger(self) -> None:
+            pass
+
+    cap = object.__new__(gige.GigECapture)
+    cap.Arv = SimpleNamespace(BufferStatus=SimpleNamespace(SUCCESS=success))
+    cap.cam, cap.triggered, cap.address, cap.every_frame = Cam(), "software", None, True
+    cap._trigger_lock, cap._triggers, cap._drops = threading.Lock(), collections.deque(), {}
+    cap._control_lost, cap._buf, cap._offset_ns = threading.Event(), None, None
+    cap.read_timeout_us, cap.empty_buffers = 1_000_000, 0
+    cap.stream = Stream([Buf("cleared"), Buf("success"), Buf("missing-packets")])
+    assert cap.software_trigger() and cap.software_trigger()
+    assert cap.grab() is True  # the empty buffer skipped, the frame grabbed
+    assert cap.empty_buffers == 1 and cap.take_drops() == {}
+    assert len(cap._triggers) == 1  # the frame answered the first trigger, not the buffer
+    assert cap.grab() is False  # a damaged frame answers the second, counted; then nothing
+    assert cap.take_drops() == {"gige_missing_packets": 1} and not cap._triggers
